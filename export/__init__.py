@@ -1,0 +1,1 @@
+"""Export: checkpoint -> ONNX model folder (model.onnx + manifest.json), verified for parity."""

@@ -1,0 +1,1 @@
+"""The retrieval service (FastAPI + ONNX Runtime + FAISS). Never imports torch or training."""

@@ -1,0 +1,17 @@
+"""`reid index`: Bulk-index a folder of camera crops into a gallery."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Bulk-index a folder of camera crops into a gallery."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reidcore.cli import CommandError
+
+    raise CommandError("this command is not available in this version of the project yet")

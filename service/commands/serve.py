@@ -1,0 +1,17 @@
+"""`reid serve`: Run the REST service over a model folder and a data directory."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Run the REST service over a model folder and a data directory."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reidcore.cli import CommandError
+
+    raise CommandError("this command is not available in this version of the project yet")

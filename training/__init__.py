@@ -1,0 +1,1 @@
+"""Training: datasets, sampling, models (APR, AlignedReID), losses and the trainer (PyTorch)."""
