@@ -1,0 +1,1 @@
+"""Re-ID datasets on disk, attribute annotations, the synthetic camera dataset, sampling."""
