@@ -1,17 +1,268 @@
-"""`reid evaluate`: Evaluate query/gallery features from an .npz file (CMC, mAP, mINP), optionally re-ranked."""
+"""`reid evaluate`: CMC, mAP and mINP of query/gallery features, optionally re-ranked.
+
+The input is one ``.npz`` file (what :meth:`reidcore.synthetic_features.FeatureSet.save`
+writes) holding six arrays:
+
+=====================  ==========  ===============================================
+key                    shape       meaning
+=====================  ==========  ===============================================
+``query_features``     [Nq, d]     query embeddings (any float dtype, read as float32)
+``query_ids``          [Nq]        query identities (integers, > 0)
+``query_cams``         [Nq]        query cameras (integers)
+``gallery_features``   [Ng, d]     gallery embeddings
+``gallery_ids``        [Ng]        gallery identities: -1 junk (ignored), 0 distractor
+``gallery_cams``       [Ng]        gallery cameras
+=====================  ==========  ===============================================
+
+Distances are Euclidean (L2-normalise the features beforehand for cosine ranking). The
+protocol and the two mAP definitions are described in :mod:`reidcore.evaluation`.
+``--rerank`` applies k-reciprocal re-ranking (Zhong et al., CVPR 2017) over the whole
+query+gallery set, which costs O((Nq+Ng)^2) memory.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-HELP = "Evaluate query/gallery features from an .npz file (CMC, mAP, mINP), optionally re-ranked."
+import numpy as np
+
+from reidcore.evaluation import (
+    MAP_MODES,
+    EvaluationResult,
+    MapMode,
+    camera_pair_matrix,
+    evaluate_rank,
+    format_results_table,
+    pairwise_euclidean,
+)
+from reidcore.synthetic_features import FeatureSet
+
+logger = logging.getLogger(__name__)
+
+HELP = (
+    "Evaluate query/gallery features from an .npz file (CMC, mAP, mINP), optionally re-ranked. "
+    "The file holds query_features [Nq,d], query_ids [Nq], query_cams [Nq], "
+    "gallery_features [Ng,d], gallery_ids [Ng] (-1 junk, 0 distractor), gallery_cams [Ng]."
+)
+
+FEATURE_KEYS: tuple[str, ...] = (
+    "query_features",
+    "query_ids",
+    "query_cams",
+    "gallery_features",
+    "gallery_ids",
+    "gallery_cams",
+)
+"""The arrays an evaluation .npz must hold (the fields of ``FeatureSet``)."""
+
+RerankFn = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class RerankParams:
+    """k-reciprocal re-ranking parameters (Zhong et al. 2017 defaults)."""
+
+    k1: int = 20
+    """Size of the k-reciprocal neighbourhood."""
+    k2: int = 6
+    """Size of the neighbourhood used for local query expansion."""
+    lambda_value: float = 0.3
+    """Weight of the original distance in the final one (1 - lambda for the Jaccard part)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("features", metavar="FEATURES.npz", help="query/gallery feature file")
+    parser.add_argument(
+        "--rerank", action="store_true", help="also report results with k-reciprocal re-ranking"
+    )
+    parser.add_argument(
+        "--map",
+        dest="map_mode",
+        choices=MAP_MODES,
+        default="official",
+        help="mAP definition: Market-1501's compute_AP.m (official, default) or the mean "
+        "precision at each hit (mean, as torchreid / fast-reid)",
+    )
+    parser.add_argument("--k1", type=int, default=RerankParams.k1, help="re-ranking k1 (20)")
+    parser.add_argument("--k2", type=int, default=RerankParams.k2, help="re-ranking k2 (6)")
+    parser.add_argument(
+        "--lambda",
+        dest="lambda_value",
+        type=float,
+        default=RerankParams.lambda_value,
+        help="re-ranking weight of the original distance (0.3)",
+    )
+    parser.add_argument(
+        "--camera-pairs",
+        action="store_true",
+        help="also print rank-1 / mAP per (query camera, gallery camera) pair",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    params = rerank_params_from_args(args) if args.rerank else None
+    rerank_fn = load_rerank() if params else None
+    features = load_feature_file(Path(args.features))
+    print(report(features, args.map_mode, params, rerank_fn, camera_pairs=args.camera_pairs))
+    return 0
+
+
+def rerank_params_from_args(args: argparse.Namespace) -> RerankParams:
+    """Check ``--k1/--k2/--lambda``; raise CommandError naming the bad one."""
     from reidcore.cli import CommandError
 
-    raise CommandError("this command is not available in this version of the project yet")
+    if args.k1 < 1 or args.k2 < 1:
+        raise CommandError(f"--k1 and --k2 must be >= 1, got k1={args.k1}, k2={args.k2}")
+    if not 0.0 <= args.lambda_value <= 1.0:
+        raise CommandError(f"--lambda must lie in [0, 1], got {args.lambda_value}")
+    return RerankParams(k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
+
+
+def load_rerank() -> RerankFn:
+    """``reidcore.rerank.k_reciprocal_rerank``, or a CommandError saying it is unavailable."""
+    from reidcore.cli import CommandError
+
+    try:
+        from reidcore.rerank import k_reciprocal_rerank
+    except ImportError as exc:
+        raise CommandError(f"re-ranking is not available in this build: {exc}") from None
+    return k_reciprocal_rerank
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_feature_file(path: Path) -> FeatureSet:
+    """Read and validate an evaluation .npz; every problem is a CommandError naming ``path``."""
+    from reidcore.cli import CommandError
+
+    if not path.is_file():
+        raise CommandError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in FEATURE_KEYS if k not in npz.files]
+            if missing:
+                raise CommandError(
+                    f"{path}: missing arrays {missing} (found {sorted(npz.files)}; "
+                    f"expected {list(FEATURE_KEYS)})"
+                )
+            arrays = {k: npz[k] for k in FEATURE_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CommandError(f"{path}: not a readable .npz file ({exc})") from None
+    problems = _validate_arrays(arrays)
+    if problems:
+        raise CommandError(f"{path}: " + "; ".join(problems))
+    return FeatureSet(
+        query_features=np.ascontiguousarray(arrays["query_features"], dtype=np.float32),
+        query_ids=arrays["query_ids"].astype(np.int64),
+        query_cams=arrays["query_cams"].astype(np.int64),
+        gallery_features=np.ascontiguousarray(arrays["gallery_features"], dtype=np.float32),
+        gallery_ids=arrays["gallery_ids"].astype(np.int64),
+        gallery_cams=arrays["gallery_cams"].astype(np.int64),
+    )
+
+
+def _validate_arrays(arrays: dict[str, np.ndarray]) -> list[str]:
+    """Every shape, dtype and value problem of the six arrays, as readable sentences."""
+    problems: list[str] = []
+    for side in ("query", "gallery"):
+        feats = arrays[f"{side}_features"]
+        if feats.ndim != 2 or feats.shape[0] == 0:
+            problems.append(f"{side}_features must be a non-empty [N, d] matrix, got {feats.shape}")
+            continue
+        if not np.issubdtype(feats.dtype, np.number) or np.iscomplexobj(feats):
+            problems.append(f"{side}_features must be real numbers, got dtype {feats.dtype}")
+            continue
+        bad = int(np.count_nonzero(~np.isfinite(feats)))
+        if bad:
+            problems.append(f"{side}_features has {bad} non-finite values (NaN or inf)")
+        for label in ("ids", "cams"):
+            arr = arrays[f"{side}_{label}"]
+            if arr.shape != (feats.shape[0],):
+                problems.append(
+                    f"{side}_{label} must have shape ({feats.shape[0]},) like the rows of "
+                    f"{side}_features, got {arr.shape}"
+                )
+            elif not np.issubdtype(arr.dtype, np.integer):
+                problems.append(f"{side}_{label} must be integers, got dtype {arr.dtype}")
+    q, g = arrays["query_features"], arrays["gallery_features"]
+    if not problems and q.shape[1] != g.shape[1]:
+        problems.append(
+            f"query_features has dimension {q.shape[1]} but gallery_features has {g.shape[1]}"
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_feature_set(
+    features: FeatureSet,
+    map_mode: MapMode = "official",
+    rerank: RerankParams | None = None,
+    rerank_fn: RerankFn | None = None,
+) -> list[tuple[str, EvaluationResult, np.ndarray]]:
+    """``(label, result, distmat)`` without re-ranking, and with it when ``rerank`` is given."""
+    fs = features
+    logger.info(
+        "evaluating %d queries against %d gallery items (d=%d)",
+        fs.query_ids.size,
+        fs.gallery_ids.size,
+        fs.query_features.shape[1],
+    )
+    q_g = pairwise_euclidean(fs.query_features, fs.gallery_features)
+    labels = (fs.query_ids, fs.gallery_ids, fs.query_cams, fs.gallery_cams)
+    out = [("euclidean", evaluate_rank(q_g, *labels, map_mode=map_mode), q_g)]
+    if rerank is not None:
+        reranked = _rerank(fs, q_g, rerank, rerank_fn or load_rerank())
+        label = f"re-ranked (k1={rerank.k1}, k2={rerank.k2}, lambda={rerank.lambda_value:g})"
+        out.append((label, evaluate_rank(reranked, *labels, map_mode=map_mode), reranked))
+    return out
+
+
+def _rerank(fs: FeatureSet, q_g: np.ndarray, params: RerankParams, fn: RerankFn) -> np.ndarray:
+    """Re-ranked ``[Nq, Ng]`` distances; the re-ranker's refusals become CommandErrors."""
+    from reidcore.cli import CommandError
+
+    norms = np.linalg.norm(np.concatenate([fs.query_features, fs.gallery_features]), axis=1)
+    if abs(float(np.median(norms)) - 1.0) > 0.1:
+        logger.warning(
+            "features are not L2-normalised (median norm %.3g): k-reciprocal re-ranking "
+            "assumes distances on the unit-sphere scale",
+            float(np.median(norms)),
+        )
+    start = time.perf_counter()
+    q_q = pairwise_euclidean(fs.query_features, fs.query_features)
+    g_g = pairwise_euclidean(fs.gallery_features, fs.gallery_features)
+    try:
+        out = fn(q_g, q_q, g_g, k1=params.k1, k2=params.k2, lambda_value=params.lambda_value)
+    except (ValueError, MemoryError) as exc:
+        raise CommandError(f"re-ranking failed: {exc}") from None
+    logger.info("re-ranking took %.2f s", time.perf_counter() - start)
+    return np.asarray(out, dtype=np.float32)
+
+
+def report(
+    features: FeatureSet,
+    map_mode: MapMode = "official",
+    rerank: RerankParams | None = None,
+    rerank_fn: RerankFn | None = None,
+    camera_pairs: bool = False,
+) -> str:
+    """The text ``reid evaluate`` prints: the metrics table, then camera-pair matrices if asked."""
+    rows = evaluate_feature_set(features, map_mode, rerank, rerank_fn)
+    parts = [format_results_table([(label, res) for label, res, _ in rows])]
+    if camera_pairs:
+        fs = features
+        for label, _, dist in rows:
+            pairs = camera_pair_matrix(
+                dist, fs.query_ids, fs.gallery_ids, fs.query_cams, fs.gallery_cams, map_mode
+            )
+            parts.append(f"camera pairs, {label}:\n{pairs.to_table()}")
+    return "\n\n".join(parts)
