@@ -1,0 +1,87 @@
+"""Loss functions for APR and AlignedReID: plain functions, tensors in, tensors out.
+
+They take the tensors of the models' output (``features [N, D]``, ``id_logits [N, K]``,
+``attr_logits: list[[N, C_m]]``, ``local_features [N, H, c]``) and the batch labels.
+"""
+
+from training.losses.classification import (
+    APR_ID_WEIGHT,
+    UNKNOWN,
+    APRLoss,
+    apr_loss,
+    attribute_cross_entropies,
+    attribute_loss,
+    identity_cross_entropy,
+)
+from training.losses.local import (
+    AlignedTripletLoss,
+    aligned_triplet_loss,
+    local_distance_matrix,
+    local_distance_paired,
+    local_triplet_loss,
+    normalised_stripe_distance,
+    shortest_path,
+    stripe_distance_matrix,
+    stripe_distance_paired,
+    unaligned_distance_matrix,
+    unaligned_distance_paired,
+)
+from training.losses.mutual import (
+    MUTUAL_CLASSIFICATION_WEIGHT,
+    MUTUAL_METRIC_WEIGHT,
+    MutualLoss,
+    classification_mutual_loss,
+    kl_to_detached,
+    metric_mutual_loss,
+    mse_to_detached,
+    mutual_loss,
+)
+from training.losses.triplet import (
+    TRIHARD_MARGIN,
+    TripletMining,
+    TripletResult,
+    batch_hard_triplet_loss,
+    hard_example_mining,
+    pairwise_euclidean,
+    safe_sqrt,
+    triplet_loss_from_distances,
+    triplet_loss_from_mining,
+)
+
+__all__ = [
+    "APR_ID_WEIGHT",
+    "MUTUAL_CLASSIFICATION_WEIGHT",
+    "MUTUAL_METRIC_WEIGHT",
+    "TRIHARD_MARGIN",
+    "UNKNOWN",
+    "APRLoss",
+    "AlignedTripletLoss",
+    "MutualLoss",
+    "TripletMining",
+    "TripletResult",
+    "aligned_triplet_loss",
+    "apr_loss",
+    "attribute_cross_entropies",
+    "attribute_loss",
+    "batch_hard_triplet_loss",
+    "classification_mutual_loss",
+    "hard_example_mining",
+    "identity_cross_entropy",
+    "kl_to_detached",
+    "local_distance_matrix",
+    "local_distance_paired",
+    "local_triplet_loss",
+    "metric_mutual_loss",
+    "mse_to_detached",
+    "mutual_loss",
+    "normalised_stripe_distance",
+    "pairwise_euclidean",
+    "safe_sqrt",
+    "shortest_path",
+    "stripe_distance_matrix",
+    "stripe_distance_paired",
+    "triplet_loss_from_distances",
+    "triplet_loss_from_mining",
+    "unaligned_distance_matrix",
+    "unaligned_distance_paired",
+]
