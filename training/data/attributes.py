@@ -54,6 +54,9 @@ CATEGORICAL_CLASSES: dict[str, tuple[str, ...]] = {
 }
 """Fields coded 1..K with their class names (value k -> class k-1)."""
 
+DEFAULT_BINARY = ("no", "yes")
+"""Class names of a binary field that :data:`BINARY_CLASSES` does not list."""
+
 BINARY_CLASSES: dict[str, tuple[str, str]] = {
     "gender": ("male", "female"),
     "hair": ("short", "long"),
@@ -62,11 +65,11 @@ BINARY_CLASSES: dict[str, tuple[str, str]] = {
     "clothes": ("dress", "pants"),
     "top": ("short", "long"),
     "shoes": ("dark", "light"),
+    **{f: DEFAULT_BINARY for f in ("hat", "backpack", "bag", "handbag", "boots")},
 }
-"""Class names of binary fields coded 1/2 whose classes are not simply ``no``/``yes``."""
-
-DEFAULT_BINARY = ("no", "yes")
-"""Class names of any other binary field."""
+"""The APR files' binary fields (coded 1/2) and their class names. A listed field is always
+binary (a value 3 is an error); an unlisted field is binary (no/yes) when its values stay
+within 0..2 and categorical with classes ``'1'..'K'`` otherwise."""
 
 
 @dataclass
@@ -115,8 +118,10 @@ def _plain_attribute(field: str, max_value: int) -> Attribute:
     """The attribute of a non-colour field, given the largest value it takes anywhere."""
     if field in CATEGORICAL_CLASSES:
         return Attribute(field, CATEGORICAL_CLASSES[field])
+    if field in BINARY_CLASSES:
+        return Attribute(field, BINARY_CLASSES[field])
     if max_value <= 2:
-        return Attribute(field, BINARY_CLASSES.get(field, DEFAULT_BINARY))
+        return Attribute(field, DEFAULT_BINARY)
     return Attribute(field, tuple(str(k) for k in range(1, max_value + 1)))
 
 
@@ -208,7 +213,7 @@ def read_attribute_mat(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     try:
         mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    except (OSError, ValueError, NotImplementedError) as exc:
+    except (OSError, ValueError, NotImplementedError, scipy.io.matlab.MatReadError) as exc:
         raise DatasetError(f"cannot read attribute file {path}: {exc}") from None
     keys = [k for k in mat if not k.startswith("__")]
     if len(keys) != 1:
@@ -236,7 +241,10 @@ def load_attribute_tables(path: Path | str) -> dict[str, AttributeTable]:
             diff = sorted(set(names) ^ set(order))
             raise DatasetError(f"{path}: split {s!r} and {ref!r} differ in fields {diff}")
     max_values = {f: max(int(p[2][f].max(initial=0)) for p in parsed.values()) for f in order}
-    columns = build_columns(order, max_values)
+    try:
+        columns = build_columns(order, max_values)
+    except ValueError as exc:  # e.g. a colour group with a single colour field
+        raise DatasetError(f"{path}: cannot build the attribute schema: {exc}") from None
     schema = AttributeSchema(tuple(c.attribute for c in columns), source=path.name)
     return {s: _make_table(schema, columns, parsed[s], f"{path.name}:{s}") for s in parsed}
 
