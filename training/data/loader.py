@@ -1,0 +1,274 @@
+"""Torch ``Dataset`` over re-ID image records, and the train / eval ``DataLoader`` builders.
+
+Each image is read and decoded exactly once per use (in the worker that serves it) and the
+decoded PIL image goes straight to the transform. Batches are :class:`ReidBatch` records;
+``pin_memory`` works on them (they define ``pin_memory()``), and pinning is on whenever
+CUDA is available.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import Sampler as TorchSampler
+
+from reidcore.preprocess import ImageDecodeError, PreprocessConfig, decode_image
+from training.data.sampler import PKSampler, resolve_rank
+from training.data.transforms import EvalTransform, TrainTransform, TrainTransformConfig
+from training.data.types import Sample
+
+logger = logging.getLogger(__name__)
+
+Transform = Callable[[Image.Image], torch.Tensor]
+SAMPLERS = ("pk", "random")
+
+
+@dataclass
+class ReidItem:
+    """One transformed sample."""
+
+    image: torch.Tensor
+    """float32 ``[3, H, W]``."""
+    pid: int
+    """Training label (relabelled identity) when the dataset has labels, else the pid on disk."""
+    camid: int
+    """Camera index."""
+    attributes: torch.Tensor | None
+    """int64 ``[M]`` attribute classes, or None without attribute labels."""
+    index: int
+    """Position of the sample in the dataset."""
+
+
+@dataclass
+class ReidBatch:
+    """A collated batch of :class:`ReidItem`."""
+
+    images: torch.Tensor
+    """float32 ``[N, 3, H, W]``."""
+    pids: torch.Tensor
+    """int64 ``[N]``."""
+    camids: torch.Tensor
+    """int64 ``[N]``."""
+    attributes: torch.Tensor | None
+    """int64 ``[N, M]``, or None."""
+    indices: torch.Tensor
+    """int64 ``[N]`` dataset positions."""
+
+    def pin_memory(self) -> ReidBatch:
+        """Page-locked copies, for asynchronous host-to-GPU transfer (``DataLoader`` calls it)."""
+        return ReidBatch(
+            images=self.images.pin_memory(),
+            pids=self.pids.pin_memory(),
+            camids=self.camids.pin_memory(),
+            attributes=None if self.attributes is None else self.attributes.pin_memory(),
+            indices=self.indices.pin_memory(),
+        )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> ReidBatch:
+        """The batch on ``device``."""
+        return ReidBatch(
+            images=self.images.to(device, non_blocking=non_blocking),
+            pids=self.pids.to(device, non_blocking=non_blocking),
+            camids=self.camids.to(device, non_blocking=non_blocking),
+            attributes=None
+            if self.attributes is None
+            else self.attributes.to(device, non_blocking=non_blocking),
+            indices=self.indices.to(device, non_blocking=non_blocking),
+        )
+
+
+def collate_items(items: Sequence[ReidItem]) -> ReidBatch:
+    """Stack :class:`ReidItem` records into one :class:`ReidBatch`."""
+    attrs = [it.attributes for it in items]
+    return ReidBatch(
+        images=torch.stack([it.image for it in items]),
+        pids=torch.tensor([it.pid for it in items], dtype=torch.int64),
+        camids=torch.tensor([it.camid for it in items], dtype=torch.int64),
+        attributes=None if attrs[0] is None else torch.stack(attrs),  # type: ignore[arg-type]
+        indices=torch.tensor([it.index for it in items], dtype=torch.int64),
+    )
+
+
+def load_image(path: str) -> Image.Image:
+    """Read and decode one image file to RGB; errors name the file."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read image {path}: {exc}") from None
+    try:
+        return decode_image(data)
+    except ImageDecodeError as exc:
+        raise ImageDecodeError(f"{path}: {exc}") from None
+
+
+class ReidImageDataset(Dataset[ReidItem]):
+    """Samples on disk -> :class:`ReidItem` through ``transform``.
+
+    ``labels`` (one per sample) are the training targets, usually the pids relabelled to
+    ``0..C-1``; without them an item carries the sample's own pid. ``attribute_labels`` is
+    an ``[N, M]`` integer array of attribute classes per sample.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Transform,
+        labels: Sequence[int] | None = None,
+        attribute_labels: np.ndarray | None = None,
+    ) -> None:
+        n = len(samples)
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"{len(labels)} labels for {n} samples")
+        if attribute_labels is not None and (
+            attribute_labels.ndim != 2 or attribute_labels.shape[0] != n
+        ):
+            raise ValueError(f"attribute_labels must be [{n}, M], got {attribute_labels.shape}")
+        self.samples = list(samples)
+        self.transform = transform
+        self.labels = None if labels is None else [int(v) for v in labels]
+        self.attributes = (
+            None
+            if attribute_labels is None
+            else torch.from_numpy(np.ascontiguousarray(attribute_labels, dtype=np.int64))
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> ReidItem:
+        sample = self.samples[index]
+        image = self.transform(load_image(sample.path))  # decoded once, transformed once
+        return ReidItem(
+            image=image,
+            pid=sample.pid if self.labels is None else self.labels[index],
+            camid=sample.camid,
+            attributes=None if self.attributes is None else self.attributes[index],
+            index=index,
+        )
+
+
+@dataclass(frozen=True)
+class TrainLoaderConfig:
+    """How training batches are drawn and produced."""
+
+    sampler: str = "pk"
+    """``pk``: P identities × K images per batch (triplet loss); ``random``: shuffled batches."""
+    p: int = 16
+    """Identities per batch (``pk``)."""
+    k: int = 4
+    """Images per identity (``pk``)."""
+    batch_size: int = 64
+    """Images per batch for ``random`` (``pk`` uses ``p * k``)."""
+    num_workers: int = 2
+    """Worker processes decoding and augmenting; 0 works in the main process."""
+    prefetch_factor: int = 2
+    """Batches each worker prepares ahead."""
+    seed: int = 0
+    """Seeds the sampler, the transforms and the per-worker seeds."""
+    transform: TrainTransformConfig = field(default_factory=TrainTransformConfig)
+    """Augmentation and input size."""
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; valid: {list(SAMPLERS)}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: give each worker's transform its own random stream.
+
+    The worker seed is drawn by torch from the loader's generator, so it differs per
+    worker and per start, and is reproducible for a given loader seed.
+    """
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "reseed"):
+        transform.reseed(info.seed)  # type: ignore[union-attr]
+    logger.debug("worker %d seeded with %d", worker_id, info.seed)
+
+
+def _loader_kwargs(num_workers: int, prefetch_factor: int, seed: int) -> dict[str, object]:
+    """The ``DataLoader`` options shared by the train and eval loaders."""
+    kwargs: dict[str, object] = {
+        "num_workers": num_workers,
+        "collate_fn": collate_items,
+        "pin_memory": torch.cuda.is_available(),
+        "generator": torch.Generator().manual_seed(seed),
+    }
+    if num_workers > 0:
+        kwargs.update(
+            persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=seed_worker
+        )
+    return kwargs
+
+
+def build_train_sampler(
+    dataset: ReidImageDataset, labels: Sequence[int], cfg: TrainLoaderConfig
+) -> TorchSampler[int]:
+    """A :class:`PKSampler`, or a shuffling sampler (distributed-aware) for ``random``."""
+    if cfg.sampler == "pk":
+        return PKSampler(labels, cfg.p, cfg.k, seed=cfg.seed)
+    rank, world_size = resolve_rank(None, None)
+    if world_size > 1:
+        return DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, seed=cfg.seed, drop_last=True
+        )
+    return RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def build_train_loader(
+    samples: Sequence[Sample],
+    labels: Sequence[int],
+    cfg: TrainLoaderConfig,
+    attribute_labels: np.ndarray | None = None,
+) -> DataLoader[ReidItem]:
+    """Augmented training batches of :class:`ReidBatch`.
+
+    Call ``loader.sampler.set_epoch(epoch)`` each epoch (PKSampler, DistributedSampler).
+    """
+    transform = TrainTransform(cfg.transform, seed=cfg.seed)
+    dataset = ReidImageDataset(samples, transform, labels, attribute_labels)
+    sampler = build_train_sampler(dataset, labels, cfg)
+    batch_size = cfg.p * cfg.k if cfg.sampler == "pk" else cfg.batch_size
+    logger.info(
+        "train loader: %d images, %s sampler, batch %d, %d workers",
+        len(dataset),
+        cfg.sampler,
+        batch_size,
+        cfg.num_workers,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        **_loader_kwargs(cfg.num_workers, cfg.prefetch_factor, cfg.seed),  # type: ignore[arg-type]
+    )
+
+
+def build_eval_loader(
+    samples: Sequence[Sample],
+    preprocess: PreprocessConfig,
+    batch_size: int = 128,
+    num_workers: int = 2,
+    attribute_labels: np.ndarray | None = None,
+) -> DataLoader[ReidItem]:
+    """Batches in sample order through the shared serving preprocessing; pids as on disk."""
+    dataset = ReidImageDataset(samples, EvalTransform(preprocess), None, attribute_labels)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=False,
+        **_loader_kwargs(num_workers, 2, 0),  # type: ignore[arg-type]
+    )
