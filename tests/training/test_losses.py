@@ -384,6 +384,15 @@ def test_unaligned_distance_matches_loop_and_bounds_the_aligned_one() -> None:
     assert (aligned < staircase - 1e-3).any()  # and the DP finds shorter paths than that one
 
 
+def test_local_distance_matrix_in_chunks_equals_whole() -> None:
+    x, y = _randn(7, 3, 2, seed=45), _randn(4, 3, 2, seed=46)
+    whole = local_distance_matrix(x, y)
+    for chunk in (1, 3, 7, 100):
+        torch.testing.assert_close(local_distance_matrix(x, y, chunk_rows=chunk), whole)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        local_distance_matrix(x, y, chunk_rows=0)
+
+
 def test_local_distance_of_identical_features_is_finite_with_finite_gradient() -> None:
     x = torch.ones(4, 3, 5, requires_grad=True)  # float32
     d = local_distance_matrix(x, x)

@@ -98,9 +98,21 @@ def stripe_distance_paired(x: Tensor, y: Tensor) -> Tensor:
     return normalised_stripe_distance(safe_sqrt(squared))
 
 
-def local_distance_matrix(x: Tensor, y: Tensor) -> Tensor:
-    """Aligned local distance of every ``x [N, H, c]`` to every ``y [M, H, c]``: ``[N, M]``."""
-    return shortest_path(stripe_distance_matrix(x, y))
+def local_distance_matrix(x: Tensor, y: Tensor, chunk_rows: int | None = None) -> Tensor:
+    """Aligned local distance of every ``x [N, H, c]`` to every ``y [M, H, c]``: ``[N, M]``.
+
+    The stripe distances take ``N·M·H²`` numbers; for a large gallery pass ``chunk_rows`` to
+    process that many rows of ``x`` at a time (same result, bounded memory).
+    """
+    if chunk_rows is None or chunk_rows >= x.shape[0]:
+        return shortest_path(stripe_distance_matrix(x, y))
+    if chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    parts = [
+        shortest_path(stripe_distance_matrix(x[start : start + chunk_rows], y))
+        for start in range(0, x.shape[0], chunk_rows)
+    ]
+    return torch.cat(parts, dim=0)
 
 
 def local_distance_paired(x: Tensor, y: Tensor) -> Tensor:
