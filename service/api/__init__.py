@@ -1,0 +1,1 @@
+"""The REST API: routers, dependencies, schemas and the one error translation."""

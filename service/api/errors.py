@@ -1,0 +1,112 @@
+"""The one place where exceptions become HTTP responses, all of one JSON shape:
+``{"error": {"code": ..., "message": ..., "details": ...}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.api.schemas import ErrorResponse
+from service.errors import (
+    GalleryNotFound,
+    ImageDecodeError,
+    InvalidInput,
+    ItemNotFound,
+    ManifestError,
+    ModelMismatch,
+    ServiceError,
+    UnsupportedImageFormat,
+)
+
+logger = logging.getLogger(__name__)
+
+# Most specific first: the first matching class decides status and code.
+STATUS: list[tuple[type[Exception], int, str]] = [
+    (UnsupportedImageFormat, 415, "unsupported_image_format"),
+    (ImageDecodeError, 400, "invalid_image"),
+    (GalleryNotFound, 404, GalleryNotFound.code),
+    (ItemNotFound, 404, ItemNotFound.code),
+    (ModelMismatch, 409, ModelMismatch.code),
+    (InvalidInput, 400, InvalidInput.code),
+    (ManifestError, 503, ManifestError.code),
+    (ServiceError, 500, ServiceError.code),
+]
+
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+# For the OpenAPI document: the error shape under the statuses endpoints may answer.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": desc}
+    for status, desc in [
+        (400, "Bad input: unreadable image, invalid name or value"),
+        (404, "Gallery or item not found"),
+        (409, "Gallery built with another model"),
+        (413, "Request body too large"),
+        (415, "Image is not JPEG, PNG or WebP"),
+        (422, "Missing or malformed request fields"),
+    ]
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return JSONResponse(status_code=status, content=body)
+
+
+def classify(exc: Exception) -> tuple[int, str]:
+    """HTTP status and error code of a domain exception."""
+    for cls, status, code in STATUS:
+        if isinstance(exc, cls):
+            return status, code
+    return 500, "internal_error"
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    status, code = classify(exc)
+    if status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return error_response(status, code, str(exc))
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details) or "invalid request"
+    return error_response(422, "validation_error", summary, details)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("%s %s: unexpected error", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal error; see the service log")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the translation of every exception into the one error shape."""
+    app.add_exception_handler(ServiceError, _domain)
+    app.add_exception_handler(ImageDecodeError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,197 @@
+"""Gallery endpoints: add, get and delete items, search, stats, list, delete galleries."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Path, UploadFile
+from pydantic import TypeAdapter, ValidationError
+
+from service.api.deps import GalleriesDep, RuntimeDep, SettingsDep
+from service.api.errors import ERROR_RESPONSES
+from service.api.schemas import (
+    AddedItem,
+    AddItemsResponse,
+    GalleriesResponse,
+    GalleryStatsResponse,
+    GallerySummary,
+    ItemInput,
+    ItemResponse,
+    MatchResponse,
+    SearchParams,
+    SearchResponse,
+    from_epoch,
+    to_epoch,
+)
+from service.api.uploads import predictions, read_images
+from service.errors import InvalidInput
+from service.gallery import Item, NewItem, SearchFilter
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/galleries", tags=["galleries"], responses=ERROR_RESPONSES)
+
+GalleryName = Annotated[str, Path(description="Gallery name: letters, digits, _ . -")]
+ITEMS_ADAPTER = TypeAdapter(list[ItemInput])
+
+
+def item_response(item: Item) -> ItemResponse:
+    return ItemResponse.model_validate(
+        {
+            "id": item.id,
+            "external_id": item.external_id,
+            "camera": item.camera,
+            "timestamp": from_epoch(item.timestamp),
+            "metadata": item.metadata,
+            "attributes": item.attributes,
+        }
+    )
+
+
+def parse_items(raw: str, count: int, settings: Settings) -> list[ItemInput]:
+    """The ``items`` form field: a JSON array with one entry per uploaded image."""
+    try:
+        items = ITEMS_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"items{''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise InvalidInput(f"invalid 'items' field: {problems}") from None
+    if len(items) != count:
+        raise InvalidInput(f"'items' has {len(items)} entries but {count} images were uploaded")
+    for i, it in enumerate(items):
+        size = len(json.dumps(it.metadata))
+        if size > settings.max_metadata_bytes:
+            raise InvalidInput(
+                f"items[{i}].metadata is {size} bytes of JSON; the limit is {settings.max_metadata_bytes}"
+            )
+    return items
+
+
+@router.get("", summary="List galleries")
+def list_galleries(galleries: GalleriesDep) -> GalleriesResponse:
+    """Every gallery of the data directory, with its state."""
+    return GalleriesResponse(galleries=[GallerySummary(**s.__dict__) for s in galleries.statuses()])
+
+
+@router.post("/{gallery}/items", summary="Add images to a gallery (created on first use)")
+def add_items(
+    gallery: GalleryName,
+    images: Annotated[list[UploadFile], File(description="JPEG, PNG or WebP crops")],
+    items: Annotated[
+        str,
+        Form(
+            description='JSON array, one entry per image: {"camera", "timestamp", '
+            '"external_id"?, "metadata"?}'
+        ),
+    ],
+    runtime: RuntimeDep,
+    galleries: GalleriesDep,
+    settings: SettingsDep,
+) -> AddItemsResponse:
+    """Embed and store the images durably; idempotent by external id."""
+    specs = parse_items(items, len(images), settings)
+    g = galleries.get_or_create(gallery)
+    known = g.find_external([s.external_id for s in specs if s.external_id])
+    todo = [i for i, s in enumerate(specs) if s.external_id not in known]
+    decoded = read_images(
+        [images[i] for i in todo], settings.max_image_pixels, settings.max_images_per_request
+    )
+    out = runtime.infer(decoded)
+    new = [
+        NewItem(
+            camera=specs[i].camera,
+            timestamp=to_epoch(specs[i].timestamp),
+            external_id=specs[i].external_id,
+            metadata=specs[i].metadata,
+            attributes=predictions(runtime.schema, out.attributes, row),
+        )
+        for row, i in enumerate(todo)
+    ]
+    added = iter(g.add(new, out.embeddings))
+    results = [
+        AddedItem(id=known[s.external_id], external_id=s.external_id, created=False)
+        if s.external_id in known
+        else AddedItem(**next(added).__dict__)
+        for s in specs
+    ]
+    return AddItemsResponse(gallery=gallery, items=results)
+
+
+@router.get("/{gallery}/items/{item_id}", summary="Get one item")
+def get_item(gallery: GalleryName, item_id: int, galleries: GalleriesDep) -> ItemResponse:
+    return item_response(galleries.get(gallery).get(item_id))
+
+
+@router.delete("/{gallery}/items/{item_id}", status_code=204, summary="Delete one item")
+def delete_item(gallery: GalleryName, item_id: int, galleries: GalleriesDep) -> None:
+    galleries.get(gallery).delete(item_id)
+
+
+@router.get("/{gallery}", summary="Gallery statistics")
+def gallery_stats(gallery: GalleryName, galleries: GalleriesDep) -> GalleryStatsResponse:
+    s = galleries.get(gallery).stats()
+    return GalleryStatsResponse(
+        name=s.name,
+        items=s.items,
+        cameras=s.cameras,
+        dim=s.dim,
+        model_id=s.model_id,
+        index=s.index,
+        time_min=None if s.time_min is None else from_epoch(s.time_min),
+        time_max=None if s.time_max is None else from_epoch(s.time_max),
+    )
+
+
+@router.delete("/{gallery}", status_code=204, summary="Delete a gallery and its files")
+def delete_gallery(gallery: GalleryName, galleries: GalleriesDep) -> None:
+    galleries.delete(gallery)
+
+
+@router.post("/{gallery}/search", summary="Find the k best matches of one image")
+def search(
+    gallery: GalleryName,
+    image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop of the query person")],
+    params: Annotated[SearchParams, Form()],
+    runtime: RuntimeDep,
+    galleries: GalleriesDep,
+    settings: SettingsDep,
+) -> SearchResponse:
+    """Top-k matches, exact under the filters; optionally k-reciprocal re-ranked."""
+    if params.k > settings.max_k:
+        raise InvalidInput(f"k={params.k} is over the limit of {settings.max_k}")
+    g = galleries.get(gallery)  # 404/409 before spending time on the model
+    query = runtime.infer(read_images([image], settings.max_image_pixels, 1)).embeddings[0]
+    matches = g.search(
+        query,
+        params.k,
+        search_filter(params),
+        settings.rerank_params() if params.rerank else None,
+    )
+    return SearchResponse(
+        gallery=gallery,
+        reranked=params.rerank,
+        matches=[
+            MatchResponse(item=item_response(m.item), score=m.score, distance=m.distance)
+            for m in matches
+        ],
+    )
+
+
+def search_filter(params: SearchParams) -> SearchFilter:
+    """The store's filter from the request's parameters."""
+    if params.time_from and params.time_to and params.time_from >= params.time_to:
+        raise InvalidInput(
+            f"time_from ({params.time_from.isoformat()}) must be before time_to ({params.time_to.isoformat()})"
+        )
+    return SearchFilter(
+        cameras=None if params.cameras is None else frozenset(params.cameras),
+        exclude_cameras=frozenset(params.exclude_cameras or ()),
+        time_from=None if params.time_from is None else params.time_from.timestamp(),
+        time_to=None if params.time_to is None else params.time_to.timestamp(),
+        min_score=params.min_score,
+    )

@@ -1,0 +1,35 @@
+"""Uploaded files -> decoded images, and model outputs -> response fields."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from fastapi import UploadFile
+from PIL import Image
+
+from reidcore.attributes import AttributeSchema
+from service.errors import InvalidInput
+from service.images import decode_upload
+
+
+def read_images(files: Sequence[UploadFile], max_pixels: int, max_count: int) -> list[Image.Image]:
+    """Decode every upload once; errors name the offending file."""
+    if len(files) > max_count:
+        raise InvalidInput(f"{len(files)} images in one request; the limit is {max_count}")
+    images = []
+    for i, f in enumerate(files):
+        label = f"image {i} ({f.filename!r})" if len(files) > 1 else f"image {f.filename!r}"
+        images.append(decode_upload(f.file.read(), max_pixels, label))
+    return images
+
+
+def predictions(schema: AttributeSchema, probs: dict[str, np.ndarray], row: int) -> dict[str, Any]:
+    """Per attribute: {"label": predicted class, "probability": its probability}."""
+    out = {}
+    for attr in schema:
+        p = probs[attr.name][row]
+        best = int(np.argmax(p))
+        out[attr.name] = {"label": attr.classes[best], "probability": float(p[best])}
+    return out
