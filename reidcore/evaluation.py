@@ -280,20 +280,23 @@ def _match_masks(
     g_cams: np.ndarray,
     same_camera_matches: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ranked ``good`` and ``valid`` (not junk) masks ``[n, Ng]`` for a chunk of queries."""
+    """Ranked ``good`` and ``valid`` (not junk) masks ``[n, Ng]`` for a chunk of queries.
+
+    The masks are built in gallery order by broadcasting, then permuted: gathering two bool
+    arrays is cheaper than gathering the int64 identities and cameras.
+    """
     order = np.argsort(dist, axis=1, kind="stable")  # ties -> lower gallery index first
-    ids = g_ids[order]  # [n, Ng]
-    cams = g_cams[order]
-    same_id = ids == q_ids[:, None]
-    same_cam = cams == q_cams[:, None]
-    real = ids > DISTRACTOR_ID
+    same_id = g_ids[None, :] == q_ids[:, None]  # [n, Ng]
+    same_cam = g_cams[None, :] == q_cams[:, None]
+    real = (g_ids > DISTRACTOR_ID)[None, :]
+    not_junk = (g_ids != JUNK_ID)[None, :]
     if same_camera_matches:
         good = same_id & real
-        valid = ids != JUNK_ID
+        valid = np.broadcast_to(not_junk, same_id.shape)
     else:
         good = same_id & ~same_cam & real
-        valid = (ids != JUNK_ID) & ~(same_id & same_cam)
-    return good, valid
+        valid = not_junk & ~(same_id & same_cam)
+    return np.take_along_axis(good, order, axis=1), np.take_along_axis(valid, order, axis=1)
 
 
 def _chunk_metrics(
@@ -302,7 +305,7 @@ def _chunk_metrics(
     """First-hit position, AP and INP per query row (0 / NaN / NaN where there is no match)."""
     n = good.shape[0]
     good = good & valid
-    pos = np.cumsum(valid, axis=1)  # 1-based position after junk removal (for valid items)
+    pos = np.cumsum(valid, axis=1, dtype=np.int32)  # 1-based position after junk removal
     rows, cols = np.nonzero(good)  # row-major: each row's matches in ranked order
     r = pos[rows, cols].astype(np.float64)
     ngood = np.bincount(rows, minlength=n)
