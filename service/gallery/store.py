@@ -28,6 +28,9 @@ from service.gallery.search import FaissIndex, IndexOptions, exact_search, needs
 
 logger = logging.getLogger(__name__)
 
+COMPACT_MIN_DEAD = 1024
+"""Tombstones tolerated before compaction (besides a quarter of the rows)."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
@@ -347,7 +350,7 @@ class Gallery:
             row = self._row_of.pop(item_id)
             self._rows.alive[row] = False
             self._dead += 1
-            if self._dead > max(1024, self._rows.n // 4):
+            if self._dead > max(COMPACT_MIN_DEAD, self._rows.n // 4):
                 self._compact()
 
     def _compact(self) -> None:
