@@ -141,8 +141,9 @@ def test_imagenet_weights_from_torchvision_cache(
         tmp_path / "hub" / "checkpoints" / "resnet18-abcdef.pth",
     )
     model = build_model(cfg, NUM_CLASSES)
-    assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
-    assert torch.equal(model.backbone.layer4[1].bn2.running_var, source.layer4[1].bn2.running_var)
+    got, ref = model.backbone.state_dict(), source.state_dict()
+    for key in ("conv1.weight", "layer4.1.bn2.running_var"):
+        assert torch.equal(got[key], ref[key]), key
 
 
 def test_imagenet_weights_errors_name_the_file(tmp_path: Path) -> None:
@@ -249,16 +250,16 @@ def test_bnneck_embedding_is_batch_normalised_feature() -> None:
     model = build_model(ModelConfig(backbone="resnet18", bnneck=True), NUM_CLASSES)
     bn = model.neck.bnneck
     assert bn is not None and not bn.bias.requires_grad
-    with torch.no_grad():
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-        bn.weight.uniform_(0.5, 2)
+    sd = bn.state_dict()  # shares storage with the module
+    sd["running_mean"].uniform_(-1, 1)
+    sd["running_var"].uniform_(0.5, 2)
+    sd["weight"].uniform_(0.5, 2)
     model.eval()
     with torch.no_grad():
         out = model(_images(2))
     f = out.features.numpy().astype(np.float64)
-    mean, var = bn.running_mean.numpy(), bn.running_var.numpy()
-    ref = (f - mean) / np.sqrt(var + bn.eps) * bn.weight.detach().numpy()
+    mean, var, weight = (sd[k].numpy() for k in ("running_mean", "running_var", "weight"))
+    ref = (f - mean) / np.sqrt(var + bn.eps) * weight
     np.testing.assert_allclose(out.embedding.numpy(), ref, rtol=1e-4, atol=1e-5)
 
 
@@ -273,11 +274,11 @@ def test_local_branch_against_reference() -> None:
             fmap = model.forward_features(x).numpy()  # [N, C, 4, 2]
             local = model(x).local_features
         rows = reduce(fmap, axis=3)  # [N, C, H]
-        w = branch.conv.weight.detach().numpy()[:, :, 0, 0]  # [c, C]
-        z = np.einsum("kc,nch->nhk", w, rows) + branch.conv.bias.detach().numpy()
-        bn = branch.bn
-        z = (z - bn.running_mean.numpy()) / np.sqrt(bn.running_var.numpy() + bn.eps)
-        z = z * bn.weight.detach().numpy() + bn.bias.detach().numpy()
+        p = {k: v.numpy() for k, v in branch.state_dict().items()}
+        w = p["conv.weight"][:, :, 0, 0]  # [c, C]
+        z = np.einsum("kc,nch->nhk", w, rows) + p["conv.bias"]  # [N, H, c]
+        z = (z - p["bn.running_mean"]) / np.sqrt(p["bn.running_var"] + branch.bn.eps)
+        z = z * p["bn.weight"] + p["bn.bias"]
         assert local is not None and local.shape == (2, 4, 16)
         np.testing.assert_allclose(local.numpy(), np.maximum(z, 0), rtol=1e-4, atol=1e-5)
 
@@ -293,7 +294,7 @@ def test_gradients_reach_backbone_from_every_head() -> None:
     ):
         model.zero_grad(set_to_none=True)
         loss.backward(retain_graph=True)
-        grad = model.backbone.conv1.weight.grad
+        grad = dict(model.named_parameters())["backbone.conv1.weight"].grad
         assert grad is not None and grad.abs().sum() > 0
 
 
