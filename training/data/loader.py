@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    default_collate,
+)
 from torch.utils.data import Sampler as TorchSampler
 
 from reidcore.preprocess import ImageDecodeError, PreprocessConfig, decode_image
@@ -83,11 +89,28 @@ class ReidBatch:
         )
 
 
+def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack equal-shaped CPU tensors into ``[N, ...]``.
+
+    In a worker, ``default_collate`` writes straight into shared memory (no extra copy
+    on the way to the main process; workers run torch single-threaded). In the main
+    process the copy goes through numpy: torch's multi-threaded stack stalled for
+    0.1-1.3 s per 64-image batch when other work kept the 2 cores busy (18 ms on one thread).
+    """
+    if torch.utils.data.get_worker_info() is not None:
+        return default_collate(list(images))
+    out = torch.empty((len(images), *images[0].shape), dtype=images[0].dtype)
+    out_np = out.numpy()
+    for i, img in enumerate(images):
+        out_np[i] = img.numpy()
+    return out
+
+
 def collate_items(items: Sequence[ReidItem]) -> ReidBatch:
     """Stack :class:`ReidItem` records into one :class:`ReidBatch`."""
     attrs = [it.attributes for it in items]
     return ReidBatch(
-        images=torch.stack([it.image for it in items]),
+        images=stack_images([it.image for it in items]),
         pids=torch.tensor([it.pid for it in items], dtype=torch.int64),
         camids=torch.tensor([it.camid for it in items], dtype=torch.int64),
         attributes=None if attrs[0] is None else torch.stack(attrs),  # type: ignore[arg-type]
