@@ -260,16 +260,14 @@ def _expanded_sets(ranks: np.ndarray, s: _Sizes) -> tuple[np.ndarray, np.ndarray
     recip_h = _reciprocal_mask(ranks, kh)  # [N, kh]: R(i, k1/2)
     ids = np.empty((n, s.width), dtype=np.intp)
     valid = np.empty((n, s.width), dtype=bool)
-    block = max(1, _BLOCK_BYTES // (kk * kh * kk + kk * kh * 16))
+    block = max(1, _BLOCK_BYTES // (kk * kh * 48))
     for start in range(0, n, block):
         stop = min(start + block, n)
         r_ids = ranks[start:stop, :kk]  # [B, kk] candidates c
         r_ok = recip[start:stop]  # [B, kk] c in R(i, k1)
         h_ids = ranks[r_ids, :kh]  # [B, kk, kh] N(c, k1/2)
         h_ok = recip_h[r_ids]  # [B, kk, kh] member of R(c, k1/2)
-        # is each member of R(c, k1/2) also in R(i, k1)?
-        member = (h_ids[..., None] == r_ids[:, None, None, :]) & r_ok[:, None, None, :]
-        inter = (member.any(axis=3) & h_ok).sum(axis=2)  # [B, kk]
+        inter = (_is_member(h_ids, r_ids, r_ok, n) & h_ok).sum(axis=2)  # [B, kk]
         size = h_ok.sum(axis=2)  # [B, kk]
         accept = r_ok & (3 * inter >= 2 * size)  # Eq. 6, in integers
         b = stop - start
@@ -278,6 +276,18 @@ def _expanded_sets(ranks: np.ndarray, s: _Sizes) -> tuple[np.ndarray, np.ndarray
         ids[start:stop, kk:] = h_ids.reshape(b, kk * kh)
         valid[start:stop, kk:] = (h_ok & accept[:, :, None]).reshape(b, kk * kh)
     return _unique_rows(ids, valid, n)
+
+
+def _is_member(items: np.ndarray, sets: np.ndarray, in_set: np.ndarray, n: int) -> np.ndarray:
+    """``[B, ...]`` bool: is ``items[b, ...]`` among ``sets[b, in_set[b]]`` (ids in ``[0, n)``)?"""
+    b = sets.shape[0]
+    offset = np.arange(b)[:, None] * (n + 1)
+    keys = np.where(in_set, sets, n) + offset  # [B, S], sentinel n never matches an item
+    keys.sort(axis=1)
+    flat = keys.ravel()  # rows sorted, offsets increasing: globally sorted
+    query = items.reshape(b, -1) + offset  # [B, M]
+    pos = np.minimum(np.searchsorted(flat, query), flat.size - 1)
+    return (flat[pos] == query).reshape(items.shape)
 
 
 def _unique_rows(ids: np.ndarray, valid: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
