@@ -281,6 +281,8 @@ def test_refuses_to_overwrite_and_validates(tiny: Path, tmp_path: Path) -> None:
         generate_dataset(tmp_path / "x", num_cameras=1)
     with pytest.raises(ValueError, match="at least one train"):
         generate_dataset(tmp_path / "y", num_test_ids=0)
+    with pytest.raises(ValueError, match="seed"):
+        generate_dataset(tmp_path / "z", seed=-1)
 
 
 def test_cli_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -105,6 +105,11 @@ class SyntheticConfig:
             raise ValueError("images_per_camera and queries_per_id must be at least 1")
         if self.num_distractors < 0 or self.num_junk < 0:
             raise ValueError("num_distractors and num_junk must not be negative")
+        if self.seed < 0 or self.camera_severity < 0:
+            raise ValueError(
+                f"seed ({self.seed}) and camera_severity ({self.camera_severity}) "
+                "must not be negative"
+            )
 
 
 @dataclass(frozen=True)
