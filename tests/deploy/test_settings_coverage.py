@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def test_every_env_example_line_has_a_comment_above() -> None:
     text = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
     for name, lineno in lines.items():
         above = text[lineno - 2].strip()
-        assert above.startswith("#") and "REID_" not in above.split("=")[0], (
+        assert above.startswith("#") and not re.match(r"#\s*REID_\w+=", above), (
             f"{ENV_EXAMPLE}:{lineno}: {name} has no explanation above it"
         )
 
@@ -116,6 +117,25 @@ def test_configmap_names_and_values_are_settings(monkeypatch: pytest.MonkeyPatch
     assert set(data) <= SETTING_NAMES, _unknown(set(data), "configmap.yaml")
     settings = _settings_from_env(monkeypatch, data)
     assert settings.host == "0.0.0.0"
-    active, commented, _ = read_env_file(ENV_EXAMPLE)
+    active, _, _ = read_env_file(ENV_EXAMPLE)
     missing = set(active) - set(data)
     assert not missing, f"set in the env example but not in the ConfigMap: {sorted(missing)}"
+
+
+def _secret_settings() -> set[str]:
+    """Settings typed as secrets (SecretStr, alone or in a container)."""
+    return {
+        f"REID_{name.upper()}"
+        for name, field in Settings.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+    }
+
+
+def test_secrets_are_never_given_in_committed_files() -> None:
+    secrets = _secret_settings()
+    active, commented, _ = read_env_file(ENV_EXAMPLE)
+    assert not secrets & set(active), "the env example must leave secrets commented out"
+    assert secrets <= set(commented), "document each secret as a commented-out line"
+    assert not secrets & set(_configmap(K8S / "configmap.yaml")), "secrets belong in a Secret"
+    for where, env in _compose_environments():
+        assert not secrets & set(env), f"{where}: secret in the compose file"
