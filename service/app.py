@@ -21,6 +21,7 @@ from service.api.errors import error_response, install_error_handlers
 from service.gallery import GalleryManager
 from service.runtime import ModelRuntime
 from service.settings import Settings
+from service.web import routes as web_routes
 
 logger = logging.getLogger(__name__)
 
@@ -100,4 +101,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_routes.router)
     app.include_router(model_routes.router)
     app.include_router(gallery_routes.router)
+    app.include_router(web_routes.router)  # the try-it page: GET / and /ui/* (service/web)
     return app

@@ -1,0 +1,292 @@
+"""The try-it page: its files over HTTP, and the page itself in a real headless Chromium.
+
+The browser tests start the real app under uvicorn on 127.0.0.1 over the tiny test model and
+a temporary gallery of a few items, drive Debian's Chromium with Playwright, and compare what
+the page shows with what the API answers for the same request. They skip when Playwright
+(``pip install playwright``) or Chromium (``apt-get install -y chromium``) is absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.app import create_app
+from service.settings import Settings
+from service.web.routes import ASSETS, WEB_DIR
+from tests.service.live_server import live_server
+
+GALLERY = "people"
+N_ITEMS = 12
+QUERY_ITEM = 3  # the query is the exact image of this item (its id is QUERY_ITEM + 1)
+K = 5
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path("/tmp/reid_web_page.png")
+WAIT_MS = 10_000  # longest wait for the page, far above what it needs
+APT_LINE = "apt-get update && apt-get install -y chromium"
+
+
+def person_png(seed: int) -> bytes:
+    """A 40x20 PNG of random colour blocks (4x2, the tiny model's grid) with mild noise."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(4, 2, 3))
+    arr = np.kron(blocks, np.ones((10, 10, 1), dtype=np.int64))
+    arr = np.clip(arr + rng.integers(-8, 9, size=arr.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+# ------------------------------------------------------------------ page files, no browser
+
+
+def test_page_and_assets_are_served(model_dir: Path, tmp_path: Path, make_client: Any) -> None:
+    client = make_client(tmp_path / "data")
+    for path, name in [
+        ("/", "index.html"),
+        ("/ui/app.js", "app.js"),
+        ("/ui/style.css", "style.css"),
+    ]:
+        r = client.get(path)
+        assert r.status_code == 200, path
+        assert r.content == (WEB_DIR / name).read_bytes()
+        assert r.headers["content-type"] == ASSETS[name]
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+    page = client.get("/").text
+    assert '<script src="/ui/app.js"' in page and 'href="/ui/style.css"' in page
+
+
+def test_page_references_nothing_outside_the_service() -> None:
+    """No CDN: every file the page loads or calls is on the same origin."""
+    for name in ASSETS:
+        text = (WEB_DIR / name).read_text()
+        assert "http://" not in text and "https://" not in text, name
+        assert "//cdn" not in text, name
+
+
+@pytest.mark.parametrize("name", ["routes.py", "__init__.py", "../app.py", "nothing.js"])
+def test_only_the_page_files_are_served(name: str, tmp_path: Path, make_client: Any) -> None:
+    r = make_client(tmp_path / "data").get(f"/ui/{name}")
+    assert r.status_code == 404
+    body = r.json()["error"]
+    assert body["code"] == "not_found"
+    if "/" not in name:  # "../app.py" is normalised away by the client before it is sent
+        assert repr(name) in body["message"]
+
+
+# ------------------------------------------------------------------ browser fixtures
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Path of the Chromium binary (REID_CHROMIUM, else chromium on PATH)."""
+    path = os.environ.get("REID_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        pytest.skip(f"no Chromium at {path}: run `{APT_LINE}` (or set REID_CHROMIUM)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Any]:
+    """A headless Chromium driven by Playwright (its driver comes with the pip wheel)."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed: pip install playwright"
+    )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app under uvicorn with gallery ``people``: N_ITEMS items, thumbnails in metadata."""
+    settings = Settings(model_dir=model_dir, data_dir=tmp_path_factory.mktemp("web_data"))
+    with live_server(create_app(settings)) as url:
+        pngs = [person_png(i) for i in range(N_ITEMS)]
+        items = [
+            {
+                "camera": f"c{i % 2 + 1}",
+                "timestamp": 1_700_000_000 + 60 * i,
+                "external_id": f"person-{i}",
+                "metadata": {"thumbnail": data_uri(png)},
+            }
+            for i, png in enumerate(pngs)
+        ]
+        r = httpx.post(
+            f"{url}/v1/galleries/{GALLERY}/items",
+            files=[("images", (f"p{i}.png", png, "image/png")) for i, png in enumerate(pngs)],
+            data={"items": json.dumps(items)},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        yield url
+
+
+@pytest.fixture
+def page(browser: Any, server: str) -> Iterator[Any]:
+    """The page, loaded and ready; fails the test on any script or console error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    pg.on("console", lambda m: record_console_error(errors, m))
+    pg.goto(server + "/")
+    pg.wait_for_selector("body[data-ready=true]", state="attached")
+    yield pg
+    context.close()
+    # The invalid-file test expects the failed request's own console line, nothing else.
+    assert [e for e in errors if "status of 415" not in e] == [], errors
+
+
+# ------------------------------------------------------------------ browser helpers
+
+
+def record_console_error(errors: list[str], message: Any) -> None:
+    """Keep the browser console's errors (CSP violations, failed loads, script errors)."""
+    if message.type == "error":
+        errors.append(f"console: {message.text}")
+
+
+def api_search(server: str, png: bytes, rerank: bool) -> list[dict[str, Any]]:
+    """The API's answer for the same query: the reference the page must show."""
+    r = httpx.post(
+        f"{server}/v1/galleries/{GALLERY}/search",
+        files={"image": ("query.png", png, "image/png")},
+        data={"k": str(K), "rerank": str(rerank).lower()},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    matches: list[dict[str, Any]] = r.json()["matches"]
+    return matches
+
+
+def shown_matches(pg: Any, reranked: bool) -> list[dict[str, Any]]:
+    """The cards of the column with ``data-reranked``: id, score, distance, camera, thumb."""
+    column = f'.column[data-reranked="{str(reranked).lower()}"]'
+    pg.wait_for_selector(f"{column} .match")
+    pg.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
+    cards: list[dict[str, Any]] = pg.eval_on_selector_all(
+        f"{column} .match",
+        """cards => cards.map(c => ({
+            id: Number(c.dataset.itemId),
+            score: c.querySelector('.score').textContent,
+            distance: c.querySelector('.distance').textContent,
+            camera: c.querySelector('.camera').textContent,
+            thumb: (c.querySelector('img.thumb') || {}).naturalWidth || 0,
+            attributes: c.querySelector('.attributes').textContent,
+        }))""",
+    )
+    return cards
+
+
+def expected_cards(matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": m["item"]["id"],
+            "score": f"{m['score']:.3f}",
+            "distance": f"distance {m['distance']:.3f}",
+            "camera": f"camera {m['item']['camera']}",
+        }
+        for m in matches
+    ]
+
+
+def search(pg: Any, png: bytes, name: str = "query.png", mime: str = "image/png") -> None:
+    pg.set_input_files("#query-file", {"name": name, "mimeType": mime, "buffer": png})
+    pg.fill("#k", str(K))
+    pg.click("#search-button")
+    pg.wait_for_selector("#results[data-state=done]", state="attached")
+
+
+# ------------------------------------------------------------------ browser tests
+
+
+def test_page_loads_with_model_and_galleries(page: Any) -> None:
+    assert page.title() == "reid: try the service"
+    assert "Model tiny/1 (64-d embedding" in page.inner_text("#model-status")
+    options = page.eval_on_selector_all("#gallery option", "os => os.map(o => o.textContent)")
+    assert options == [f"{GALLERY} ({N_ITEMS} items)"]
+
+
+def test_query_shows_ranked_matches_with_thumbnails(page: Any, server: str) -> None:
+    query = person_png(QUERY_ITEM)
+    search(page, query)
+    cards = shown_matches(page, reranked=False)
+    expected = api_search(server, query, rerank=False)
+    assert [{k: c[k] for k in ("id", "score", "distance", "camera")} for c in cards] == (
+        expected_cards(expected)
+    )
+    assert cards[0]["id"] == QUERY_ITEM + 1 and cards[0]["score"] == "1.000"  # itself first
+    assert all(c["thumb"] == 20 for c in cards)  # the 40x20 PNG from metadata, decoded
+    first = expected[0]["item"]["attributes"]
+    assert all(f"{name}{p['label']}" in cards[0]["attributes"] for name, p in first.items())
+    # The query's own attributes come from POST /v1/attributes.
+    r = httpx.post(f"{server}/v1/attributes", files={"image": ("q.png", query, "image/png")})
+    labels = page.eval_on_selector_all("#query-attributes dd", "ds => ds.map(d => d.textContent)")
+    assert [v.split(" (")[0] for v in labels] == [
+        a["label"] for a in r.json()["attributes"].values()
+    ]
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def test_rerank_toggle_and_side_by_side(page: Any, server: str) -> None:
+    query = person_png(QUERY_ITEM + 5)
+    search(page, query)
+    plain = shown_matches(page, reranked=False)
+    page.check('input[name="ranking"][value="rerank"]')
+    page.wait_for_selector('.column[data-reranked="true"]')
+    reranked = shown_matches(page, reranked=True)
+    expected = expected_cards(api_search(server, query, rerank=True))
+    assert [{k: c[k] for k in ("id", "score", "distance", "camera")} for c in reranked] == expected
+    assert page.locator(".column").count() == 1
+    assert [c["distance"] for c in reranked] != [c["distance"] for c in plain]
+
+    page.check('input[name="ranking"][value="both"]')
+    page.wait_for_function("() => document.querySelectorAll('.column').length === 2")
+    page.wait_for_selector("#results[data-state=done]", state="attached")
+    assert page.eval_on_selector_all(".column", "cs => cs.map(c => c.dataset.reranked)") == [
+        "false",
+        "true",
+    ]
+    assert page.locator('.column[data-reranked="true"] .moved').count() == K
+    page.screenshot(path=str(SCREENSHOT.with_name("reid_web_page_both.png")), full_page=True)
+
+
+def test_invalid_file_shows_the_service_message(page: Any, server: str) -> None:
+    junk = b"this is not an image at all"
+    r = httpx.post(
+        f"{server}/v1/attributes", files={"image": ("notes.jpg", junk, "image/jpeg")}, timeout=30
+    )
+    assert r.status_code == 415
+    error = r.json()["error"]
+    search(page, junk, name="notes.jpg", mime="image/jpeg")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error .error-message") == error["message"]
+    assert page.inner_text("#error .error-code").startswith(error["code"])
+    assert page.locator(".match").count() == 0
+    page.screenshot(path=str(SCREENSHOT.with_name("reid_web_page_error.png")))
