@@ -41,7 +41,7 @@ from training.checkpoint import (
     set_rng_state,
 )
 from training.config import TrainConfig
-from training.configtools import config_to_dict
+from training.configtools import ConfigError, config_to_dict
 from training.datasets import PreparedData, TrainLoader, build_eval_loaders, prepare_data
 from training.distributed import DistInfo, average_scalars, barrier, init_distributed
 from training.evaluate import METRIC_NAMES, evaluate_model
@@ -110,7 +110,10 @@ def build_members(cfg: TrainConfig, data: PreparedData, info: DistInfo) -> list[
     members = []
     for i in range(2 if cfg.loss.mutual else 1):
         torch.manual_seed(cfg.seed + i)  # different initial heads for the two peers
-        core = build_model(cfg.model, num_classes, data.schema).to(info.device)
+        try:
+            core = build_model(cfg.model, num_classes, data.schema).to(info.device)
+        except ValueError as exc:  # pretrained file that does not fit, named in the message
+            raise ConfigError(f"model (pretrained={cfg.model.pretrained!r}): {exc}") from None
         module: nn.Module = core
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None

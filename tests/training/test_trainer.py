@@ -276,7 +276,7 @@ def test_ddp_two_cpu_processes(synth_root: Path, tmp_path: Path) -> None:
 
 
 def test_reid_train_bad_override_names_the_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert reid_main(["train", "--config", str(TINY), "--set", "optim.lr=fast"]) == 2
     err = capsys.readouterr().err
@@ -288,6 +288,11 @@ def test_reid_train_bad_override_names_the_key(
         reid_main(["train", "--config", str(TINY), "--set", f"data.root={tmp_path / 'none'}"]) == 2
     )
     assert "does not exist" in capsys.readouterr().err
+    data = [f"data.root={synth_root}", f"data.attributes={synth_root / 'market_attribute.mat'}"]
+    too_many = ["--set", "data.p=40", "--set", f"output_dir={tmp_path / 'run'}"]
+    args = ["train", "--config", str(TINY), *[x for d in data for x in ("--set", d)], *too_many]
+    assert reid_main(args) == 2
+    assert "data.p=40" in capsys.readouterr().err
 
 
 def test_inconsistent_config_is_refused() -> None:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     try:
         result = train(cfg, info)
-    except (DatasetError, CheckpointError, FileNotFoundError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from None
     finally:
         cleanup_distributed(info)
