@@ -10,8 +10,10 @@ fp16          float16 weights and activations for the CUDA execution provider
               (``onnxruntime.transformers.float16``, no new dependency), float32 inputs and
               outputs (``keep_io_types``) so the service feeds it as the manifest says. The L2
               normalisation and softmax stay float32 (a sum of 2048 squares overflows fp16).
-int8          static QDQ quantisation, per-channel int8 weights, for the CPU: ``quant_pre_process``
-              then ``quantize_static`` calibrated (MinMax) on real preprocessed images.
+int8          static QDQ quantisation for the CPU, uint8 activations and per-channel int8
+              weights (U8S8: on this AVX-512 VNNI host 2.6x faster than S8S8 for ResNet-50;
+              hosts without VNNI may saturate, which the mAP rule below catches):
+              ``quant_pre_process`` then ``quantize_static`` (MinMax) on real images.
 ============  ===============================================================================
 
 Acceptance rule (:func:`accept`): a variant's mAP on the validation split may fall at most
@@ -179,12 +181,12 @@ def build_int8(src: Path, dst: Path, calibration: np.ndarray) -> str:
             calibration_data_reader=reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,  # U8S8: 2.6x faster than S8S8 here (VNNI)
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
             calibrate_method=CalibrationMethod.MinMax,
         )
-    return f"int8 static QDQ, per-channel weights, MinMax-calibrated on {len(calibration)} images"
+    return f"int8 static QDQ (uint8 activations, per-channel int8 weights), MinMax-calibrated on {len(calibration)} images"
 
 
 def build_variant(name: str, src: Path, dst: Path, calibration: np.ndarray) -> str:
