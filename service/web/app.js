@@ -287,9 +287,9 @@ async function addImages() {
       method: "POST",
       body: form,
     });
+    await loadGalleries(body.gallery);
     const created = body.items.filter((i) => i.created).length;
     status.textContent = `Added ${created} of ${files.length} images to ${body.gallery}.`;
-    await loadGalleries(body.gallery);
   } catch (err) {
     status.textContent = "";
     showError(err);
