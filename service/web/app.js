@@ -306,6 +306,10 @@ function init() {
   for (const radio of document.querySelectorAll('input[name="ranking"]')) {
     radio.addEventListener("change", () => runSearch()); // re-run the current query
   }
+  $("api-key").addEventListener("change", () => {
+    clearError();
+    loadGalleries().catch(showError); // the list may need the key
+  });
   $("add-form").addEventListener("submit", (event) => {
     event.preventDefault();
     addImages();

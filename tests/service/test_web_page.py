@@ -319,3 +319,34 @@ def test_adding_images_stores_thumbnails_the_page_can_show(page: Any, server: st
     search(page, pngs[1])
     cards = shown_matches(page, reranked=False)
     assert cards[0]["id"] == 2 and cards[0]["thumb"] == 48
+
+
+@pytest.fixture(scope="module")
+def keyed_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app with API keys on every /v1 endpoint (where the service has API keys)."""
+    if "auth_mode" not in Settings.model_fields:
+        pytest.skip("this version of the service has no API keys (Settings.auth_mode)")
+    keys: dict[str, Any] = {"auth_mode": "all", "api_keys": "secret-key"}
+    settings = Settings(model_dir=model_dir, data_dir=tmp_path_factory.mktemp("web_keyed"), **keys)
+    with live_server(create_app(settings)) as url:
+        yield url
+
+
+def test_api_key_is_sent_when_typed(browser: Any, keyed_server: str) -> None:
+    context = browser.new_context()
+    context.set_default_timeout(WAIT_MS)
+    pg = context.new_page()
+    try:
+        pg.goto(keyed_server + "/")  # the page itself needs no key
+        pg.wait_for_selector("body[data-ready=true]", state="attached")
+        pg.wait_for_selector("#error:not([hidden])")
+        r = httpx.get(f"{keyed_server}/v1/galleries", timeout=30)
+        assert r.status_code == 401
+        assert pg.inner_text("#error .error-message") == r.json()["error"]["message"]
+        pg.fill("#api-key", "secret-key")
+        pg.dispatch_event("#api-key", "change")
+        pg.wait_for_selector("#error", state="hidden")
+        options = pg.eval_on_selector_all("#gallery option", "os => os.map(o => o.textContent)")
+        assert options == ["no gallery yet: add images below"]
+    finally:
+        context.close()
