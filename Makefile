@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck pytest clean
+.PHONY: setup browser demo test lint typecheck pytest clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The web page's browser tests drive Debian's Chromium (never a downloaded browser).
+# Installed when missing and this runs as root with apt-get; otherwise those tests
+# skip and say why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "note: chromium not installed and not root: browser tests will skip"; fi
+
 # pytest exits 5 when it collects no test; that is a failure of the suite here.
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
