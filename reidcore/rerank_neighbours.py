@@ -32,9 +32,7 @@ from reidcore.rerank import (
     _BLOCK_BYTES,
     _check_params,
     _gather_ranges,
-    _is_member,
     _sizes,
-    _unique_rows,
     euclidean_distances,
 )
 
@@ -261,32 +259,47 @@ class GalleryNeighbours:
             setattr(self, name, arr)
 
     def _block_rows(self) -> int:
-        return max(1, _BLOCK_BYTES // (16 * max(self._n, 1)))
+        return max(1, _BLOCK_BYTES // (4 * max(self._n, 1)))
+
+    def _partial_sq(self, x: np.ndarray, self_ids: np.ndarray) -> np.ndarray:
+        """``[B, N]`` ``|f|^2 - 2 x.f`` (squared distance less the row's ``|x|^2``, same order);
+        ``inf`` for removed items and for the row's own item."""
+        n = self._n
+        feats = self._feats[:n]
+        part = x @ feats.T  # [B, N]
+        part *= np.float32(-2.0)
+        part += np.einsum("ij,ij->i", feats, feats)[None, :]
+        if not self._alive[:n].all():
+            part[:, ~self._alive[:n]] = np.inf
+        part[np.arange(x.shape[0]), self_ids] = np.inf
+        return part
 
     def _search(self, x: np.ndarray, self_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-m alive neighbours of rows ``x`` (items ``self_ids``, excluded)."""
-        n = self._n
-        dist = euclidean_distances(x, self._feats[:n])  # [B, N]
-        dist[:, ~self._alive[:n]] = np.inf
-        dist[np.arange(x.shape[0]), self_ids] = np.inf
-        return _top_m(dist, np.arange(n), self._m)
+        part = self._partial_sq(x, self_ids)
+        ids, p = _top_m(part, np.arange(self._n), self._m)
+        p += np.einsum("ij,ij->i", x, x)[:, None]
+        return ids, np.sqrt(np.maximum(p, np.float32(0.0)))
 
     def _add_block(self, lo: int, hi: int, first_new: int) -> None:
         """Lists of new items ``lo:hi``, and their entry into older items' lists."""
         rows = np.arange(lo, hi)
-        n = self._n
-        dist = euclidean_distances(self._feats[lo:hi], self._feats[:n])  # [B, N]
-        dist[:, ~self._alive[:n]] = np.inf
-        dist[np.arange(hi - lo), rows] = np.inf
-        self._ids[lo:hi], self._dists[lo:hi] = _top_m(dist, np.arange(n), self._m)
+        x = self._feats[lo:hi]
+        part = self._partial_sq(x, rows)  # [B, N]
+        ids, p = _top_m(part, np.arange(self._n), self._m)
+        x_sq = np.einsum("ij,ij->i", x, x)
+        self._ids[lo:hi] = ids
+        self._dists[lo:hi] = np.sqrt(np.maximum(p + x_sq[:, None], np.float32(0.0)))
         if first_new == 0:
             return
-        old = dist[:, :first_new]  # [B, N_old] distances to items indexed before this add
-        r, c = np.nonzero(old < self._dists[:first_new, self._m - 1][None, :])
+        old = part[:, :first_new]  # [B, N_old] to items indexed before this add
+        old += x_sq[:, None]  # squared distances
+        r, c = np.nonzero(old < np.square(self._dists[:first_new, self._m - 1])[None, :])
         if c.size == 0:
             return
         targets, inv = np.unique(c, return_inverse=True)
-        merged = _merge_lists(self._ids[targets], self._dists[targets], inv, rows[r], old[r, c])
+        new_d = np.sqrt(np.maximum(old[r, c], np.float32(0.0)))
+        merged = _merge_lists(self._ids[targets], self._dists[targets], inv, rows[r], new_d)
         self._ids[targets], self._dists[targets] = merged
 
 
@@ -411,62 +424,88 @@ def _reciprocal(ranks: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return (back == rows[:, None, None]).any(axis=2)
 
 
-def _expanded(ranks: np.ndarray, n_v: int, n_full: int, kk: int, kh: int, u: int):
-    """``R*(i)`` for local ids ``[0, n_v)``: padded ids ``[n_v, W]`` and validity (Eq. 4-6)."""
-    rows = np.arange(n_v)
-    recip = _reciprocal(ranks, rows, kk)  # [n_v, kk]: R(i, k1)
-    recip_h = _reciprocal(ranks, np.arange(n_full), kh)  # [n_full, kh]: R(c, k1/2)
-    r_ids = ranks[:n_v, :kk]
-    h_ids = ranks[r_ids, :kh]  # [n_v, kk, kh]
-    h_ok = recip_h[r_ids]
-    inter = (_is_member(h_ids, r_ids, recip, u) & h_ok).sum(axis=2)
-    accept = recip & (3 * inter >= 2 * h_ok.sum(axis=2))  # Eq. 6, in integers
-    ids = np.concatenate([r_ids, h_ids.reshape(n_v, kk * kh)], axis=1)
-    valid = np.concatenate([recip, (h_ok & accept[:, :, None]).reshape(n_v, kk * kh)], axis=1)
-    return _unique_rows(ids, valid, u)
+@dataclass
+class _Triplets:
+    """Sparse rows as ``(row, col, value)`` arrays sorted by (row, col), no duplicates."""
+
+    row: np.ndarray
+    """Row (local id) of each entry."""
+    col: np.ndarray
+    """Column (local id) of each entry."""
+    val: np.ndarray
+    """Value of each entry (float32)."""
+
+
+def _expanded(ranks: np.ndarray, rank_d: np.ndarray, n_v: int, kk: int, kh: int) -> _Triplets:
+    """``R*(j)`` (Eq. 4-6) for local ids ``j < n_v`` with ``d(j, col)`` (NaN where unknown).
+
+    Distances are known for members of ``N(j, k1)`` (``rank_d``); the half-neighbourhoods
+    added by the 2/3 rule may reach past it.
+    """
+    u = int(ranks.max()) + 2
+    ranks32 = ranks[:n_v, :kk].astype(np.int32)
+    recip = _reciprocal(ranks, np.arange(n_v), kk)  # [n_v, kk]: R(j, k1)
+    j_idx, a_idx = np.nonzero(recip)  # [P] pairs (j, c) with c in R(j, k1)
+    c = ranks[j_idx, a_idx]
+    c_set = np.unique(c)
+    recip_h = np.zeros((ranks.shape[0], kh), dtype=bool)
+    recip_h[c_set] = _reciprocal(ranks, c_set, kh)  # R(c, k1/2) for the c in use
+    h = ranks[c, :kh]  # [P, kh] N(c, k1/2)
+    h_ok = recip_h[c]  # [P, kh] in R(c, k1/2)
+    hj = np.broadcast_to(j_idx[:, None], h.shape)[h_ok]  # [H] row of each looked-up h
+    hit = ranks32[hj, :kk] == h[h_ok].astype(np.int32)[:, None]  # [H, kk]: h in N(j, k1)?
+    at = hit.argmax(axis=1)
+    found = np.zeros(h.shape, dtype=bool)
+    found[h_ok] = hit[np.arange(at.size), at]
+    member = np.zeros(h.shape, dtype=bool)
+    member[h_ok] = found[h_ok] & recip[hj, at]  # ... and in R(j, k1)
+    accept = 3 * member.sum(axis=1) >= 2 * h_ok.sum(axis=1)  # Eq. 6, in integers
+    extra = h_ok & accept[:, None] & ~member  # [P, kh] added to R*(j)
+    known = np.full(h.shape, np.nan, dtype=np.float32)
+    known[h_ok] = np.where(found[h_ok], rank_d[hj, at], np.nan)
+    row = np.concatenate([j_idx, np.broadcast_to(j_idx[:, None], h.shape)[extra]])
+    col = np.concatenate([c, h[extra]])
+    dist = np.concatenate([rank_d[j_idx, a_idx], known[extra]])
+    uniq, first = np.unique(row * u + col, return_index=True)
+    return _Triplets(uniq // u, uniq % u, dist[first])
 
 
 def _pair_distances(
     a: np.ndarray,
     b: np.ndarray,
-    uni: _Universe,
+    glob: np.ndarray,
     nbrs: GalleryNeighbours,
     qd: _Query,
     get_feats: Callable[[np.ndarray], np.ndarray],
 ) -> np.ndarray:
-    """``d(a[t], b[t])`` for local-id pairs: 0 on the diagonal, the query's distances, the
-    stored list of ``a[t]`` where it holds ``b[t]``, features otherwise."""
-    out = np.zeros(a.size, dtype=np.float32)
-    qa, qb = a == 0, (b == 0) & (a != 0)
+    """``d(a[t], b[t])`` for local-id pairs (``a != b``): the query's distances, the stored
+    list of ``a[t]`` where it holds ``b[t]``, the features otherwise."""
+    out = np.empty(a.size, dtype=np.float32)
+    qa, qb = a == 0, b == 0
     out[qa] = qd.at(b[qa])
     out[qb] = qd.at(a[qb])
-    rest = np.flatnonzero((a != b) & ~qa & ~qb)
-    ga, gb = uni.glob[a[rest]], uni.glob[b[rest]]
+    rest = np.flatnonzero(~qa & ~qb)
+    ga, gb = glob[a[rest]], glob[b[rest]]
     hit = nbrs._ids[ga] == gb[:, None]  # [P, M]
     found = hit.any(axis=1)
     out[rest[found]] = nbrs._dists[ga[found], hit[found].argmax(axis=1)]
     miss = rest[~found]
     if miss.size:
-        fa = np.asarray(get_feats(uni.glob[a[miss]]), dtype=np.float32)
-        fb = np.asarray(get_feats(uni.glob[b[miss]]), dtype=np.float32)
+        fa = np.asarray(get_feats(glob[a[miss]]), dtype=np.float32)
+        fb = np.asarray(get_feats(glob[b[miss]]), dtype=np.float32)
         diff = fa - fb
         out[miss] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return out
 
 
-def _weights_csr(
-    ranks: np.ndarray, ids: np.ndarray, valid: np.ndarray, dist_fn: Callable[..., np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of ``V`` (Eq. 7) as CSR ``(indptr, indices, data)`` over the rows of ``ids``."""
-    n_v = ids.shape[0]
-    owner = np.broadcast_to(np.arange(n_v)[:, None], ids.shape)[valid]
-    cols = ids[valid]
-    w = np.exp(-np.square(dist_fn(owner, cols)))
-    sums = np.bincount(owner, weights=w, minlength=n_v)
-    data = (w / sums[owner]).astype(np.float32)
+def _weights(r_star: _Triplets, n_v: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of ``V`` (Eq. 7) as CSR ``(indptr, indices, data)``: ``exp(-d^2)``, rows sum to 1."""
+    w = np.exp(-np.square(r_star.val.astype(np.float64)))
+    sums = np.bincount(r_star.row, weights=w, minlength=n_v)
+    data = (w / sums[r_star.row]).astype(np.float32)
     indptr = np.zeros(n_v + 1, dtype=np.int64)
-    np.cumsum(valid.sum(axis=1), out=indptr[1:])
-    return indptr, cols, data
+    np.cumsum(np.bincount(r_star.row, minlength=n_v), out=indptr[1:])
+    return indptr, r_star.col, data
 
 
 def _expand_rows(
@@ -505,21 +544,28 @@ def _jaccard_to_query(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: i
 
 
 def _build_universe(
-    top: np.ndarray, nbrs: GalleryNeighbours, expand: int, kk: int, kh: int, k2: int
+    top: np.ndarray,
+    nbrs: GalleryNeighbours,
+    expand: tuple[int, int],
+    kk: int,
+    kh: int,
+    k2: int,
 ) -> tuple[_Universe, _LocalIds]:
     """Layers of local ids (see :class:`_Universe`); stored lists are read, nothing computed."""
     ids = nbrs._ids
     loc = _LocalIds(nbrs.size)
     loc.extend(top)
-    loc.extend(ids[top[:expand]])
+    loc.extend(ids[top[: expand[0]], : expand[1]])
     n_scored = loc.count
     loc.extend(ids[loc.glob()[1:n_scored], : k2 - 1])  # QE sources N(i, k2 - 1)
     n_v = loc.count
     loc.extend(ids[loc.glob()[1:n_v], : kk - 1])  # N(j, k1) of every V row
     n_full = loc.count
-    loc.extend(ids[loc.glob()[n_v:n_full], : kk - 1])  # ids in the k1-rows of that layer
+    glob = loc.glob()
+    loc.extend(ids[glob[n_v:n_full], : kh - 1])  # half-neighbourhoods of the k1-rows
     n_half = loc.count
-    loc.extend(ids[loc.glob()[n_full:n_half], : kh - 1])  # ids in the half-rows
+    loc.extend(ids[glob[n_v:n_full], kh - 1 : kk - 1])  # compared against only
+    loc.extend(ids[loc.glob()[n_full:n_half], : kh - 1])  # compared against only
     return _Universe(loc.glob(), n_scored, n_v, n_full, n_half), loc
 
 
@@ -527,22 +573,27 @@ def _ranks(
     uni: _Universe,
     loc: _LocalIds,
     nbrs: GalleryNeighbours,
-    top_local: np.ndarray,
+    top: tuple[np.ndarray, np.ndarray],
     qd: _Query,
     radius: float,
     kk: int,
     kh: int,
-) -> np.ndarray:
-    """``[n_half, kk]`` local neighbourhood rows: ``kk`` wide below ``n_full``, ``kh`` above."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[n_half, kk]`` local neighbourhood rows (``kk`` wide below ``n_full``, ``kh`` above)
+    and ``[n_full, kk]`` their distances."""
     ranks = np.full((uni.n_half, kk), _PAD, dtype=np.int64)
+    rank_d = np.zeros((uni.n_full, kk), dtype=np.float32)
     ranks[0, 0] = 0
-    ranks[0, 1:] = top_local[: kk - 1]
+    ranks[0, 1:] = top[0][: kk - 1]
+    rank_d[0, 1:] = top[1][: kk - 1]
     for lo, hi, w in ((1, uni.n_full, kk), (uni.n_full, uni.n_half, kh)):
         g = uni.glob[lo:hi]
         nbr = loc.to_local(nbrs._ids[g, : w - 1])
-        rows, _ = _insert_query(np.arange(lo, hi), nbr, nbrs._dists[g, : w - 1], qd, radius)
+        rows, ds = _insert_query(np.arange(lo, hi), nbr, nbrs._dists[g, : w - 1], qd, radius)
         ranks[lo:hi, :w] = rows
-    return ranks
+        if w == kk:
+            rank_d[lo:hi] = ds
+    return ranks, rank_d
 
 
 def rerank_expanded(
@@ -556,13 +607,14 @@ def rerank_expanded(
     k2: int = 6,
     lambda_value: float = 0.3,
     expand: int | None = None,
+    expand_width: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Re-ranked gallery ids and distances (ascending) of one query's expanded shortlist.
 
     ``topk_ids``/``topk_dists`` ``[K]``: the query's exact K nearest alive gallery items and
     their plain Euclidean distances (any order). The scored set is the top-K plus the stored
-    lists of the query's ``expand`` (default ``k1``) nearest items, at most ``K + expand * m``
-    items; each gets exactly the distance ``k_reciprocal_rerank`` gives it when run on
+    first ``expand_width`` (default ``k1``) entries of the lists of the query's ``expand``
+    (default ``k1``) nearest items, at most ``K + expand * expand_width`` items; each gets exactly the distance ``k_reciprocal_rerank`` gives it when run on
     ``{query} ∪ gallery`` (module docstring). Items not returned rank after all returned
     ones. ``get_feats(ids) -> [len(ids), d]`` serves gallery features for the few distances
     the lists do not hold (default ``neighbours.features``).
@@ -571,20 +623,20 @@ def rerank_expanded(
     q, top, top_d = _check_query(query_feat, topk_ids, topk_dists, neighbours, k1)
     feats_fn = neighbours.features if get_feats is None else get_feats
     s = _sizes(neighbours.num_alive + 1, k1, k2)
-    expand = k1 if expand is None else expand
-    if expand < 0:
-        raise ValueError(f"expand must be >= 0, got {expand}")
-    uni, loc = _build_universe(top, neighbours, expand, s.kk, s.kh, s.k2)
+    widths = (k1 if expand is None else expand, k1 if expand_width is None else expand_width)
+    if min(widths) < 0:
+        raise ValueError(f"expand and expand_width must be >= 0, got {widths}")
+    uni, loc = _build_universe(top, neighbours, widths, s.kk, s.kh, s.k2)
     top_local = loc.to_local(top)
     qd = _Query(q, uni.glob, (top_local, top_d), feats_fn)
     radius = float(top_d[-1]) if top.size < neighbours.num_alive else np.inf
-    ranks = _ranks(uni, loc, neighbours, top_local, qd, radius, s.kk, s.kh)
-    ids, valid = _expanded(ranks, uni.n_v, uni.n_full, s.kk, s.kh, uni.glob.size)
-
-    def dist_fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return _pair_distances(a, b, uni, neighbours, qd, feats_fn)
-
-    v = _weights_csr(ranks, ids, valid, dist_fn)
+    ranks, rank_d = _ranks(uni, loc, neighbours, (top_local, top_d), qd, radius, s.kk, s.kh)
+    r_star = _expanded(ranks, rank_d, uni.n_v, s.kk, s.kh)
+    unknown = np.flatnonzero(np.isnan(r_star.val))
+    r_star.val[unknown] = _pair_distances(
+        r_star.row[unknown], r_star.col[unknown], uni.glob, neighbours, qd, feats_fn
+    )
+    v = _weights(r_star, uni.n_v)
     rows, cols, vals = _expand_rows(*v, ranks, uni.n_scored, s.k2, uni.glob.size)
     jac = _jaccard_to_query(rows, cols, vals, uni.n_scored, uni.glob.size)
     scored = np.arange(1, uni.n_scored)
