@@ -8,17 +8,22 @@ image decoding never block the event loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client.core import GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reidcore import __version__
-from service.api import gallery_routes, health_routes, model_routes
-from service.api.errors import error_response, install_error_handlers
+from service.api import gallery_routes, health_routes, job_routes, metrics_routes, model_routes
+from service.api.errors import error_response, install_error_handlers, overloaded_response
+from service.batching import InferenceEngine, MicroBatcher
 from service.gallery import GalleryManager
+from service.jobs import JobManager, JobState
+from service.metrics import AdmissionControl, Metrics, MetricsMiddleware
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from service.web import routes as web_routes
@@ -26,20 +31,36 @@ from service.web import routes as web_routes
 logger = logging.getLogger(__name__)
 
 
-class BodySizeLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
+ARCHIVE_PATH = re.compile(r"^/v1/galleries/[^/]+/jobs/?$")
+"""Archive uploads of bulk-indexing jobs: allowed ``max_archive_bytes`` instead."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class BodySizeLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed.
+
+    Paths matching ``large_path`` (archive uploads) may send up to ``large_limit``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        large_limit: int = 0,
+        large_path: re.Pattern[str] = ARCHIVE_PATH,
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.large_limit = max(large_limit, limit)
+        self.large_path = large_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.large_limit if self.large_path.match(scope.get("path", "")) else self.limit
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            response = error_response(413, "payload_too_large", self._message(int(declared)))
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            response = error_response(413, "payload_too_large", _message(int(declared), limit))
             await response(scope, receive, send)
             return
         received = 0
@@ -48,14 +69,15 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise StarletteHTTPException(413, self._message(received))
+            if received > limit:
+                raise StarletteHTTPException(413, _message(received, limit))
             return message
 
         await self.app(scope, counting_receive, send)
 
-    def _message(self, size: int) -> str:
-        return f"request body of {size} bytes or more is over the limit of {self.limit} bytes"
+
+def _message(size: int, limit: int) -> str:
+    return f"request body of {size} bytes or more is over the limit of {limit} bytes"
 
 
 def faiss_gpu_count() -> int:
@@ -76,13 +98,74 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir, runtime.manifest.model_id, runtime.dim, settings.index_options(gpus)
     )
     galleries.open_all()
+    metrics: Metrics = app.state.metrics
+    runtime.observers.append(metrics.observe_model)
+    engine = build_engine(runtime, settings)
+    metrics.queue.set_function(lambda: engine.queued_images)
+    jobs = JobManager(
+        settings.data_dir,
+        galleries,
+        runtime,
+        settings.index_config(),
+        settings.archive_limits(),
+        settings.max_archive_bytes,
+    )
+    jobs.start()
     app.state.runtime, app.state.galleries, app.state.faiss_gpus = runtime, galleries, gpus
+    app.state.engine, app.state.jobs = engine, jobs
     logger.info("ready: providers %s, %d galleries", runtime.providers, len(galleries.statuses()))
     try:
         yield
     finally:
+        app.state.engine = app.state.jobs = None
+        jobs.close()
+        engine.close()
         galleries.close()
         app.state.runtime = app.state.galleries = None
+
+
+def build_engine(runtime: ModelRuntime, settings: Settings) -> InferenceEngine:
+    """The model behind the endpoints: micro-batched unless ``settings.micro_batching`` is off."""
+    batcher = None
+    if settings.micro_batching:
+        batcher = MicroBatcher(
+            runtime.run_batch,
+            settings.max_batch,
+            settings.batch_max_wait_ms / 1000.0,
+            settings.max_queued_images,
+        )
+    return InferenceEngine(runtime.preprocess, runtime.run_batch, batcher)
+
+
+def state_metrics(app: FastAPI) -> Iterator[GaugeMetricFamily]:
+    """Gallery sizes and job progress, read when /metrics is scraped."""
+    galleries: GalleryManager | None = app.state.galleries
+    jobs: JobManager | None = app.state.jobs
+    items = GaugeMetricFamily("reid_gallery_items", "Items per gallery", labels=["gallery"])
+    for s in galleries.statuses() if galleries is not None else []:
+        items.add_metric([s.name], s.items)
+    yield items
+    if jobs is None:
+        return
+    counts = dict.fromkeys((s.value for s in JobState), 0)
+    for j in jobs.recent(1000):
+        counts[j.state.value] += 1
+    by_state = GaugeMetricFamily("reid_jobs", "Jobs by state (most recent 1000)", labels=["state"])
+    for state, n in counts.items():
+        by_state.add_metric([state], n)
+    yield by_state
+    progress = GaugeMetricFamily(
+        "reid_job_items", "Progress of unfinished jobs", labels=["job", "gallery", "kind"]
+    )
+    for j in jobs.store.unfinished():
+        for kind, v in (
+            ("total", j.total or 0),
+            ("added", j.added),
+            ("duplicates", j.duplicates),
+            ("failed", j.failed),
+        ):
+            progress.add_metric([j.id, j.gallery, kind], v)
+    yield progress
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -93,13 +176,34 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Person re-identification: attributes, embeddings, gallery search.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.runtime = app.state.galleries = None
+    metrics = Metrics()
+    app.state.settings, app.state.metrics = settings, metrics
+    app.state.runtime = app.state.galleries = app.state.engine = app.state.jobs = None
     app.state.faiss_gpus = 0
+    metrics.add_state(lambda: state_metrics(app))
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
-    app.include_router(health_routes.router)
-    app.include_router(model_routes.router)
-    app.include_router(gallery_routes.router)
-    app.include_router(web_routes.router)  # the try-it page: GET / and /ui/* (service/web)
+    app.add_middleware(
+        BodySizeLimit, limit=settings.max_request_bytes, large_limit=settings.max_archive_bytes
+    )
+    app.add_middleware(
+        AdmissionControl,
+        limit=settings.max_inflight_requests,
+        reject=lambda: overloaded_response(
+            f"more than {settings.max_inflight_requests} requests in flight; retry later",
+            settings.retry_after_s,
+        ),
+        on_reject=lambda: metrics.rejected.labels("inflight").inc(),
+    )
+    routers = [
+        health_routes.router,
+        metrics_routes.router,
+        model_routes.router,
+        gallery_routes.router,
+        job_routes.router,
+        web_routes.router,  # the try-it page: GET / and /ui/* (service/web)
+    ]
+    routes = [route for router in routers for route in router.routes]  # full paths
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=lambda: routes)
+    for router in routers:
+        app.include_router(router)
     return app

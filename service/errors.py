@@ -14,9 +14,12 @@ __all__ = [
     "ImageDecodeError",
     "InvalidInput",
     "ItemNotFound",
+    "JobNotFound",
     "ManifestError",
     "ModelMismatch",
+    "Overloaded",
     "ServiceError",
+    "Unauthorized",
     "UnsupportedImageFormat",
 ]
 
@@ -68,3 +71,29 @@ class ModelMismatch(ServiceError):
     """A gallery was built with another model (manifest sha256 or embedding dimension)."""
 
     code = "model_mismatch"
+
+
+class JobNotFound(ServiceError):
+    """No bulk-indexing job with that id."""
+
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} does not exist")
+        self.job_id = job_id
+
+
+class Overloaded(ServiceError):
+    """The service is at capacity (a bounded queue is full); the client should retry later."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unauthorized(ServiceError):
+    """The endpoint needs an API key and the request has none, or a wrong one."""
+
+    code = "unauthorized"

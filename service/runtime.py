@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,8 @@ class ModelRuntime:
         self._attr_outputs = manifest.attribute_outputs
         self._output_names = [manifest.embedding.output] + [o.name for o in self._attr_outputs]
         self.max_batch = 32
+        self.observers: list[Callable[[int, float], None]] = []
+        """Called after every session run with (images, seconds): metrics hook."""
 
     @classmethod
     def load(
@@ -154,7 +157,11 @@ class ModelRuntime:
         return self.run_batch(preprocess_batch(images, self.preprocess))
 
     def _run(self, batch: np.ndarray) -> Inference:
+        t0 = time.perf_counter()
         outs = self.session.run(self._output_names, {self.manifest.input.name: batch})
+        seconds = time.perf_counter() - t0
+        for observe in self.observers:
+            observe(len(batch), seconds)
         emb = np.asarray(outs[0], dtype=np.float32).reshape(len(batch), -1)  # [N, dim]
         if emb.shape[1] != self.dim:
             raise RuntimeError(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.gallery import IndexOptions, RerankParams
+from service.jobs import ArchiveLimits, IndexConfig
 from service.runtime import RuntimeOptions
 
 
@@ -34,7 +35,39 @@ class Settings(BaseSettings):
     model_variant: str | None = None
     """Manifest variant to serve instead of the default file (e.g. int8)."""
     max_batch: int = Field(default=32, ge=1)
-    """Images per ONNX Runtime run."""
+    """Images per ONNX Runtime run; also the largest micro-batch gathered from concurrent requests."""
+    micro_batching: bool = True
+    """Gather the images of concurrent requests into one model run (false: one run per request)."""
+    batch_max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
+    """Longest a request waits for others to fill its micro-batch, in milliseconds."""
+    max_queued_images: int = Field(default=256, ge=1)
+    """Images waiting for the model past which requests are refused with 429 (micro-batching on)."""
+    max_inflight_requests: int = Field(default=64, ge=1)
+    """Concurrent /v1 requests past which new ones are refused at once with 429 and Retry-After."""
+    retry_after_s: int = Field(default=1, ge=0)
+    """Retry-After (seconds) sent with 429 answers."""
+    auth_mode: Literal["none", "write", "all"] = "none"
+    """API keys: none (open), write (keys for endpoints that change galleries or jobs) or all (keys
+    for every /v1 endpoint). /healthz and /readyz are always open."""
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Accepted API keys, comma-separated (sent as ``Authorization: Bearer KEY`` or ``X-API-Key``)."""
+    metrics_public: bool = True
+    """Serve /metrics without a key (it holds counts, latencies and gallery names, never items);
+    false: /metrics needs a key whenever auth_mode is not none."""
+    max_archive_bytes: int = Field(default=2 * 2**30, ge=1024)
+    """Largest archive upload for a bulk-indexing job (other requests: max_request_bytes)."""
+    archive_max_members: int = Field(default=200_000, ge=1)
+    """Most files in one bulk-indexing archive or folder."""
+    archive_max_member_bytes: int = Field(default=16 * 2**20, ge=1)
+    """Largest file inside an archive; bigger ones are reported as failed, never read whole."""
+    archive_max_total_bytes: int = Field(default=8 * 2**30, ge=1)
+    """Largest total (uncompressed) size of an archive's files: zip-bomb guard."""
+    index_batch_size: int = Field(default=32, ge=1)
+    """Images per model run in bulk indexing (jobs and reid index)."""
+    index_decode_threads: int = Field(default=2, ge=1)
+    """Threads decoding images in bulk indexing."""
+    index_fps: float = Field(default=25.0, gt=0.0)
+    """Frame rate turning Market-1501/Duke frame numbers in file names into timestamps (seconds)."""
     max_request_bytes: int = Field(default=16 * 2**20, ge=1024)
     """Largest request body accepted (413 above)."""
     max_image_pixels: int = Field(default=4096 * 4096, ge=1)
@@ -63,6 +96,34 @@ class Settings(BaseSettings):
     """k-reciprocal re-ranking k2."""
     rerank_lambda: float = Field(default=0.3, ge=0.0, le=1.0)
     """Weight of the original distance in the re-ranked distance."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _keys_when_needed(self) -> Settings:
+        if self.auth_mode != "none" and not self.api_keys:
+            raise ValueError(f"auth_mode={self.auth_mode!r} needs at least one key in api_keys")
+        return self
+
+    def archive_limits(self) -> ArchiveLimits:
+        return ArchiveLimits(
+            max_members=self.archive_max_members,
+            max_member_bytes=self.archive_max_member_bytes,
+            max_total_bytes=self.archive_max_total_bytes,
+        )
+
+    def index_config(self) -> IndexConfig:
+        return IndexConfig(
+            batch_size=self.index_batch_size,
+            decode_threads=self.index_decode_threads,
+            max_image_pixels=self.max_image_pixels,
+            fps=self.index_fps,
+        )
 
     def runtime_options(self) -> RuntimeOptions:
         return RuntimeOptions(

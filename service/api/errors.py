@@ -18,11 +18,15 @@ from service.errors import (
     ImageDecodeError,
     InvalidInput,
     ItemNotFound,
+    JobNotFound,
     ManifestError,
     ModelMismatch,
+    Overloaded,
     ServiceError,
+    Unauthorized,
     UnsupportedImageFormat,
 )
+from service.jobs.sources import ArchiveError
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,10 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (ImageDecodeError, 400, "invalid_image"),
     (GalleryNotFound, 404, GalleryNotFound.code),
     (ItemNotFound, 404, ItemNotFound.code),
+    (JobNotFound, 404, JobNotFound.code),
+    (Unauthorized, 401, Unauthorized.code),
+    (Overloaded, 429, Overloaded.code),
+    (ArchiveError, 400, ArchiveError.code),
     (ModelMismatch, 409, ModelMismatch.code),
     (InvalidInput, 400, InvalidInput.code),
     (ManifestError, 503, ManifestError.code),
@@ -40,6 +48,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
 
 HTTP_CODES = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -51,20 +60,41 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": desc}
     for status, desc in [
         (400, "Bad input: unreadable image, invalid name or value"),
+        (401, "API key missing or wrong (when the service requires keys)"),
         (404, "Gallery or item not found"),
         (409, "Gallery built with another model"),
         (413, "Request body too large"),
         (415, "Image is not JPEG, PNG or WebP"),
         (422, "Missing or malformed request fields"),
+        (429, "Overloaded: retry after the Retry-After header's seconds"),
     ]
 }
 
 
 def error_response(
-    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details}}
-    return JSONResponse(status_code=status, content=body)
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def overloaded_response(message: str, retry_after_s: float) -> JSONResponse:
+    """429 with Retry-After, in the one error shape."""
+    headers = {"Retry-After": str(max(0, round(retry_after_s)))}
+    return error_response(429, Overloaded.code, message, headers=headers)
+
+
+def _headers(request: Request, exc: Exception) -> dict[str, str] | None:
+    if isinstance(exc, Overloaded):
+        request.app.state.metrics.rejected.labels("model_queue").inc()
+        return {"Retry-After": str(request.app.state.settings.retry_after_s)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="reid"'}
+    return None
 
 
 def classify(exc: Exception) -> tuple[int, str]:
@@ -79,7 +109,7 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     status, code = classify(exc)
     if status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return error_response(status, code, str(exc))
+    return error_response(status, code, str(exc), headers=_headers(request, exc))
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:

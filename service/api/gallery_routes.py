@@ -6,10 +6,11 @@ import json
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from pydantic import TypeAdapter, ValidationError
 
-from service.api.deps import GalleriesDep, RuntimeDep, SettingsDep
+from service.api.auth import require_read, require_write
+from service.api.deps import EngineDep, GalleriesDep, RuntimeDep, SettingsDep
 from service.api.errors import ERROR_RESPONSES
 from service.api.schemas import (
     AddedItem,
@@ -33,6 +34,9 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"], responses=ERROR_RESPONSES)
+
+READ = [Depends(require_read)]
+WRITE = [Depends(require_write)]
 
 GalleryName = Annotated[str, Path(description="Gallery name: letters, digits, _ . -")]
 ITEMS_ADAPTER = TypeAdapter(list[ItemInput])
@@ -72,13 +76,15 @@ def parse_items(raw: str, count: int, settings: Settings) -> list[ItemInput]:
     return items
 
 
-@router.get("", summary="List galleries")
+@router.get("", summary="List galleries", dependencies=READ)
 def list_galleries(galleries: GalleriesDep) -> GalleriesResponse:
     """Every gallery of the data directory, with its state."""
     return GalleriesResponse(galleries=[GallerySummary(**s.__dict__) for s in galleries.statuses()])
 
 
-@router.post("/{gallery}/items", summary="Add images to a gallery (created on first use)")
+@router.post(
+    "/{gallery}/items", summary="Add images to a gallery (created on first use)", dependencies=WRITE
+)
 def add_items(
     gallery: GalleryName,
     images: Annotated[list[UploadFile], File(description="JPEG, PNG or WebP crops")],
@@ -90,6 +96,7 @@ def add_items(
         ),
     ],
     runtime: RuntimeDep,
+    engine: EngineDep,
     galleries: GalleriesDep,
     settings: SettingsDep,
 ) -> AddItemsResponse:
@@ -101,7 +108,7 @@ def add_items(
     decoded = read_images(
         [images[i] for i in todo], settings.max_image_pixels, settings.max_images_per_request
     )
-    out = runtime.infer(decoded)
+    out = engine.infer(decoded)
     new = [
         NewItem(
             camera=specs[i].camera,
@@ -122,17 +129,19 @@ def add_items(
     return AddItemsResponse(gallery=gallery, items=results)
 
 
-@router.get("/{gallery}/items/{item_id}", summary="Get one item")
+@router.get("/{gallery}/items/{item_id}", summary="Get one item", dependencies=READ)
 def get_item(gallery: GalleryName, item_id: int, galleries: GalleriesDep) -> ItemResponse:
     return item_response(galleries.get(gallery).get(item_id))
 
 
-@router.delete("/{gallery}/items/{item_id}", status_code=204, summary="Delete one item")
+@router.delete(
+    "/{gallery}/items/{item_id}", status_code=204, summary="Delete one item", dependencies=WRITE
+)
 def delete_item(gallery: GalleryName, item_id: int, galleries: GalleriesDep) -> None:
     galleries.get(gallery).delete(item_id)
 
 
-@router.get("/{gallery}", summary="Gallery statistics")
+@router.get("/{gallery}", summary="Gallery statistics", dependencies=READ)
 def gallery_stats(gallery: GalleryName, galleries: GalleriesDep) -> GalleryStatsResponse:
     s = galleries.get(gallery).stats()
     return GalleryStatsResponse(
@@ -147,17 +156,19 @@ def gallery_stats(gallery: GalleryName, galleries: GalleriesDep) -> GalleryStats
     )
 
 
-@router.delete("/{gallery}", status_code=204, summary="Delete a gallery and its files")
+@router.delete(
+    "/{gallery}", status_code=204, summary="Delete a gallery and its files", dependencies=WRITE
+)
 def delete_gallery(gallery: GalleryName, galleries: GalleriesDep) -> None:
     galleries.delete(gallery)
 
 
-@router.post("/{gallery}/search", summary="Find the k best matches of one image")
+@router.post("/{gallery}/search", summary="Find the k best matches of one image", dependencies=READ)
 def search(
     gallery: GalleryName,
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop of the query person")],
     params: Annotated[SearchParams, Form()],
-    runtime: RuntimeDep,
+    engine: EngineDep,
     galleries: GalleriesDep,
     settings: SettingsDep,
 ) -> SearchResponse:
@@ -165,7 +176,7 @@ def search(
     if params.k > settings.max_k:
         raise InvalidInput(f"k={params.k} is over the limit of {settings.max_k}")
     g = galleries.get(gallery)  # 404/409 before spending time on the model
-    query = runtime.infer(read_images([image], settings.max_image_pixels, 1)).embeddings[0]
+    query = engine.infer(read_images([image], settings.max_image_pixels, 1)).embeddings[0]
     matches = g.search(
         query,
         params.k,

@@ -5,27 +5,31 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, Depends, File, UploadFile
 
-from service.api.deps import RuntimeDep, SettingsDep
+from service.api.auth import require_read
+from service.api.deps import EngineDep, RuntimeDep, SettingsDep
 from service.api.errors import ERROR_RESPONSES
 from service.api.schemas import AttributesResponse, Embedding, EmbedResponse
 from service.api.uploads import predictions, read_images
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["model"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["model"], responses=ERROR_RESPONSES, dependencies=[Depends(require_read)]
+)
 
 
 @router.post("/attributes", summary="Predict the pedestrian attributes of one image")
 def attributes(
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop of one person")],
     runtime: RuntimeDep,
+    engine: EngineDep,
     settings: SettingsDep,
 ) -> AttributesResponse:
     """Per attribute of the model's schema: the predicted class and its probability."""
     images = read_images([image], settings.max_image_pixels, 1)
-    out = runtime.infer(images)
+    out = engine.infer(images)
     return AttributesResponse.model_validate(
         {"attributes": predictions(runtime.schema, out.attributes, 0)}
     )
@@ -35,11 +39,12 @@ def attributes(
 def embed(
     images: Annotated[list[UploadFile], File(description="JPEG, PNG or WebP crops")],
     runtime: RuntimeDep,
+    engine: EngineDep,
     settings: SettingsDep,
 ) -> EmbedResponse:
     """L2-normalised embeddings, one per image, in upload order (one batched model run)."""
     decoded = read_images(images, settings.max_image_pixels, settings.max_images_per_request)
-    out = runtime.infer(decoded)
+    out = engine.infer(decoded)
     m = runtime.manifest
     return EmbedResponse(
         model=f"{m.name}/{m.version}",

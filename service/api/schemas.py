@@ -188,3 +188,46 @@ class ReadyResponse(BaseModel):
     """Execution providers the ONNX Runtime session really got, best first."""
     faiss_gpus: int
     galleries: list[GallerySummary]
+
+
+class JobFailure(BaseModel):
+    """One archive member that was not indexed."""
+
+    member: str
+    """Its path inside the archive."""
+    reason: str
+    """Why: not an image, unsafe path, over the size limit, no camera/timestamp..."""
+
+
+class JobResponse(BaseModel):
+    """A bulk-indexing job and its progress."""
+
+    id: str
+    gallery: str
+    source: str
+    """Uploaded archive's file name (or the folder ``reid index`` read)."""
+    state: str
+    """queued, running, succeeded, failed or cancelled."""
+    total: int | None
+    """Members to index (null until the archive has been scanned)."""
+    done: int
+    """Members indexed: added plus already present."""
+    added: int
+    """New gallery items."""
+    duplicates: int
+    """Members whose content the gallery already held (not added twice)."""
+    failed: int
+    images_per_second: float | None
+    """Members processed per second of running time."""
+    error: str | None
+    """Why the whole job failed, if it did."""
+    created: dt.datetime
+    started: dt.datetime | None
+    finished: dt.datetime | None
+    archive_sha256: str | None
+    failures: list[JobFailure] | None = None
+    """Every failed member with its reason (omitted in job lists)."""
+
+
+class JobsResponse(BaseModel):
+    jobs: list[JobResponse]

@@ -1,17 +1,114 @@
-"""`reid index`: Bulk-index a folder of camera crops into a gallery."""
+"""`reid index`: bulk-index a folder (or a tar/zip archive) of camera crops into a gallery.
+
+The same pipeline and storage as the service's bulk-indexing jobs: images decoded in a
+thread pool, full model batches, one gallery transaction per batch, and a job row in
+``<data>/jobs.sqlite3`` whose counts never run ahead of what the gallery committed. Items are
+identified by the sha256 of their bytes, so an interrupted run (Ctrl-C, kill, power loss) is
+finished by running the same command again: nothing is added twice.
+
+Running it while ``reid serve`` serves the same data directory is safe for the data (SQLite
+WAL transactions, unique external ids: no corruption, no duplicates), but the running
+service does not see the new items until it restarts, because its search index lives in
+memory. Stop the service first, or restart it afterwards.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
 
-HELP = "Bulk-index a folder of camera crops into a gallery."
+HELP = "Bulk-index a folder (or tar/zip archive) of camera crops into a gallery."
+
+logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("source", metavar="DIR", help="folder, tar or zip archive of crops")
+    parser.add_argument("--gallery", required=True, help="gallery name (created if missing)")
+    parser.add_argument("--model", default=None, help="model folder (default REID_MODEL_DIR)")
+    parser.add_argument("--data", default=None, help="data directory (default REID_DATA_DIR)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per model run (default 32)"
+    )
+    parser.add_argument(
+        "--decode-threads", type=int, default=None, help="image decoding threads (default 2)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from reidcore.cli import CommandError
+    from pydantic import ValidationError
 
-    raise CommandError("this command is not available in this version of the project yet")
+    from reidcore.cli import CommandError
+    from service.errors import ServiceError
+    from service.settings import Settings
+
+    overrides: dict[str, object] = {
+        k: v
+        for k, v in (
+            ("model_dir", args.model),
+            ("data_dir", args.data),
+            ("index_batch_size", args.batch_size),
+            ("index_decode_threads", args.decode_threads),
+        )
+        if v is not None
+    }
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise CommandError(f"invalid settings (give --model and --data or REID_*): {exc}") from None
+    try:
+        return _index(Path(args.source), args.gallery, settings, not args.no_progress)
+    except ServiceError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _index(source_path: Path, name: str, settings: object, progress: bool) -> int:
+    from tqdm import tqdm
+
+    from service.gallery import GalleryManager, check_name
+    from service.jobs import IndexProgress, JobState, JobStore, index_source, open_source
+    from service.runtime import ModelRuntime
+    from service.settings import Settings
+
+    assert isinstance(settings, Settings)
+    check_name(name)
+    source = open_source(source_path, settings.archive_limits())
+    runtime = ModelRuntime.load(settings.model_dir, settings.runtime_options())
+    galleries = GalleryManager(
+        settings.data_dir, runtime.manifest.model_id, runtime.dim, settings.index_options(0)
+    )
+    gallery = galleries.get_or_create(name)
+    store = JobStore(Path(settings.data_dir) / "jobs.sqlite3")
+    job_id = store.create(name, str(source_path.resolve()), state=JobState.RUNNING)
+    store.start(job_id, len(source.names))
+    bar = tqdm(total=len(source.names), unit="img", disable=not progress, file=sys.stderr)
+
+    def report(p: IndexProgress) -> None:
+        store.progress(job_id, p.added, p.duplicates, p.failures, p.seconds)
+        bar.update(p.added + p.duplicates + len(p.failures))
+
+    try:
+        index_source(source, gallery, runtime, settings.index_config(), report)
+    except KeyboardInterrupt:
+        store.set_state(job_id, JobState.CANCELLED, "interrupted; run the command again")
+        raise
+    finally:
+        bar.close()
+    store.set_state(job_id, JobState.SUCCEEDED)
+    job = store.get(job_id)
+    store.close()
+    galleries.close()
+    assert job is not None
+    rate = job.images_per_second or 0.0
+    print(
+        f"job {job.id}: {job.added} added, {job.duplicates} already present, "
+        f"{job.failed} failed, {rate:.1f} images/s; gallery {name!r} has {len(gallery)} items"
+    )
+    for f in job.failures[:20]:
+        print(f"  failed: {f.member}: {f.reason}")
+    if job.failed > 20:
+        print(f"  ... and {job.failed - 20} more (GET /v1/jobs/{job.id} lists them all)")
+    return 0

@@ -91,10 +91,11 @@ class GalleryManager:
         with self._lock:
             if name not in self._open and name not in self._refused:
                 path = self.root / f"{name}{SUFFIX}"
+                self.root.mkdir(parents=True, exist_ok=True)
                 self._open[name] = Gallery.open(
                     name, path, self.model_id, self.dim, self.options, create=True
                 )
-                logger.info("gallery %s created at %s", name, path)
+                logger.info("gallery %s opened at %s (created if new)", name, path)
             return self._get_locked(name)
 
     def delete(self, name: str) -> None:
