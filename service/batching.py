@@ -63,6 +63,7 @@ class MicroBatcher:
         self.max_queued_images = max_queued_images
         self._queue: deque[_Request] = deque()
         self._queued_images = 0
+        self._incoming = 0
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="micro-batcher", daemon=True)
@@ -73,10 +74,30 @@ class MicroBatcher:
         """Images waiting for the model now."""
         return self._queued_images
 
-    def submit(self, batch: np.ndarray) -> Future[Inference]:
-        """Queue a preprocessed batch; raises :class:`Overloaded` when the queue is full."""
+    def expect(self) -> None:
+        """A caller is preprocessing a request it will :meth:`submit`: worth waiting for.
+
+        Without announced callers a lone request runs at once instead of waiting
+        ``max_wait_s`` for company that is not coming.
+        """
+        with self._cond:
+            self._incoming += 1
+
+    def withdraw(self) -> None:
+        """An announced caller will not submit after all (its preprocessing failed)."""
+        with self._cond:
+            self._incoming -= 1
+            self._cond.notify()
+
+    def submit(self, batch: np.ndarray, expected: bool = False) -> Future[Inference]:
+        """Queue a preprocessed batch; raises :class:`Overloaded` when the queue is full.
+
+        ``expected``: the caller announced itself with :meth:`expect` first.
+        """
         req = _Request(batch, time.perf_counter())
         with self._cond:
+            if expected:
+                self._incoming -= 1
             if self._closed:
                 raise Overloaded("the service is shutting down")
             n = len(batch)
@@ -90,9 +111,9 @@ class MicroBatcher:
             self._cond.notify()
         return req.future
 
-    def run(self, batch: np.ndarray) -> Inference:
+    def run(self, batch: np.ndarray, expected: bool = False) -> Inference:
         """Submit and wait for the answer."""
-        return self.submit(batch).result()
+        return self.submit(batch, expected).result()
 
     def close(self) -> None:
         """Stop the worker after the queued requests are answered."""
@@ -119,8 +140,8 @@ class MicroBatcher:
                     size += len(taken[-1].batch)
                     continue
                 left = deadline - time.perf_counter()
-                if left <= 0 or self._closed:
-                    break
+                if left <= 0 or self._closed or self._incoming == 0:
+                    break  # waited long enough, or nobody else is on the way
                 self._cond.wait(left)
             self._queued_images -= size
         return taken
@@ -156,10 +177,15 @@ class InferenceEngine:
 
     def infer(self, images: Sequence[Image.Image]) -> Inference:
         """Preprocess here (in the caller's thread), then one (shared) model run."""
-        batch = preprocess_batch(images, self.preprocess)  # [N, 3, H, W]
         if self.batcher is None:
-            return self._run_batch(batch)
-        return self.batcher.run(batch)
+            return self._run_batch(preprocess_batch(images, self.preprocess))
+        self.batcher.expect()
+        try:
+            batch = preprocess_batch(images, self.preprocess)  # [N, 3, H, W]
+        except BaseException:
+            self.batcher.withdraw()
+            raise
+        return self.batcher.run(batch, expected=True)
 
     @property
     def queued_images(self) -> int:

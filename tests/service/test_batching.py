@@ -143,3 +143,24 @@ def test_runtime_sees_batches_over_http(
         assert max(batched) > 1
     else:
         assert batched == [1] * len(seeds)
+
+
+def test_announced_callers_are_waited_for_and_lone_ones_are_not() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, max_batch=8, max_wait_s=5.0, max_queued_images=100)
+    try:
+        batcher.run(_request(1.0, 1))  # nobody announced: runs at once despite max_wait 5 s
+        batcher.expect()
+        batcher.expect()
+        first = batcher.submit(_request(2.0, 1), expected=True)
+        time.sleep(0.05)
+        assert not first.done()  # waits for the second announced caller
+        second = batcher.submit(_request(3.0, 1), expected=True)
+        assert float(first.result(5).embeddings[0, 0]) == 2.0
+        assert float(second.result(5).embeddings[0, 0]) == 3.0
+        batcher.expect()
+        batcher.withdraw()  # preprocessing failed: nobody is waited for
+        batcher.run(_request(4.0, 1))
+    finally:
+        batcher.close()
+    assert model.sizes == [1, 2, 1]
