@@ -1,70 +1,88 @@
-"""`reid demo`: the main job end to end on a self-contained synthetic input.
+"""`reid demo`: the main job end to end (see :mod:`reidcore.demo_job`).
 
-Generates clustered synthetic re-ID features (:func:`make_clustered_features`, tuned so
-that the task is moderately hard: rank-1 well below 100 %), saves them to
-``demo/features.npz`` (git-ignored), reads the file back through the same loader as
-``reid evaluate`` and prints the evaluation table without and with k-reciprocal re-ranking.
-Runs in a few seconds on two CPU cores.
+With no arguments, on a machine with no GPU, dataset or network: generate a synthetic camera
+dataset, train a small model on it, export it to ONNX, start the service on 127.0.0.1:8000,
+bulk-index the gallery through the API, run every query through the search endpoint (plain
+and re-ranked), print the metrics and a few example matches, and keep serving until Ctrl-C.
+
+``--dataset ROOT`` uses a Market-layout dataset instead of the synthetic one; ``--model DIR``
+an existing model folder (no training, no export); ``--exit-when-done`` stops after the
+report (what tests and CI use).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
-
-from reidcore.commands.evaluate import RerankParams, load_feature_file, load_rerank, report
-from reidcore.synthetic_features import FeatureSet, make_clustered_features
 
 logger = logging.getLogger(__name__)
 
-HELP = "Run the main job end to end on a self-contained demo input."
-
-DEFAULT_OUT = Path("demo/features.npz")
-
-
-def make_demo_features(seed: int = 0) -> FeatureSet:
-    """About 300 queries x 2000 gallery items (300 identities x 6 images, 500 distractors).
-
-    ``noise`` and ``cam_shift`` are chosen so that plain Euclidean ranking reaches roughly
-    70 % rank-1 and 55 % mAP: hard enough for re-ranking to show an effect.
-    """
-    return make_clustered_features(
-        num_ids=300,
-        images_per_id=6,
-        num_cams=4,
-        dim=256,
-        noise=1.4,
-        cam_shift=0.7,
-        num_distractors=500,
-        seed=seed,
-    )
+HELP = "Run the main job: dataset, train, export, serve, index, query (then keep serving)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=DEFAULT_OUT,
-        help=f"where to write the synthetic feature file ({DEFAULT_OUT})",
+        "--out", type=Path, default=Path("demo"), help="working folder (default demo/)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the features (0)")
+    parser.add_argument(
+        "--dataset", type=Path, help="Market-layout root instead of the synthetic dataset"
+    )
+    parser.add_argument(
+        "--model", type=Path, help="existing model folder: skip training and export"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="service address (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="service port (8000; 0: any free)")
+    parser.add_argument(
+        "--exit-when-done",
+        "--no-serve",
+        dest="exit_when_done",
+        action="store_true",
+        help="stop after the report instead of serving until Ctrl-C",
+    )
+    parser.add_argument("--train-ids", type=int, default=100, help="synthetic training ids (100)")
+    parser.add_argument("--test-ids", type=int, default=100, help="synthetic test ids (100)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data and training (0)")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs (12)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training-config override, e.g. --set data.height=128 (repeatable)",
+    )
+    parser.add_argument("--top-k", type=int, default=1000, help="matches per search (1000)")
+    parser.add_argument("--examples", type=int, default=3, help="example queries shown (3)")
 
 
 def run(args: argparse.Namespace) -> int:
     from reidcore.cli import CommandError
+    from reidcore.demo_job import DemoOptions, run_demo
+    from reidcore.demo_service import DemoError
 
-    start = time.perf_counter()
-    out: Path = args.out
-    if out.suffix != ".npz":
-        raise CommandError(f"--out must end in .npz (numpy would rename it), got {out}")
-    rerank_fn = load_rerank()  # fail before any work if re-ranking is missing
-    out.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("generating synthetic features (seed %d)", args.seed)
-    make_demo_features(args.seed).save(str(out))
-    logger.info("saved %s", out)
-    features = load_feature_file(out)
-    print(report(features, "official", RerankParams(), rerank_fn))
-    logger.info("demo finished in %.1f s", time.perf_counter() - start)
+    if args.port < 0 or args.port > 65535:
+        raise CommandError(f"--port must lie in 0..65535, got {args.port}")
+    if args.top_k < 1 or args.epochs < 1:
+        raise CommandError(f"--top-k and --epochs must be >= 1, got {args.top_k}, {args.epochs}")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
+    opts = DemoOptions(
+        out=args.out,
+        dataset=args.dataset,
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        serve=not args.exit_when_done,
+        train_ids=args.train_ids,
+        test_ids=args.test_ids,
+        seed=args.seed,
+        epochs=args.epochs,
+        train_overrides=tuple(args.overrides),
+        top_k=args.top_k,
+        examples=args.examples,
+    )
+    try:
+        run_demo(opts, lambda text: print(text, flush=True))
+    except (DemoError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
     return 0

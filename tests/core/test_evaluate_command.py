@@ -1,4 +1,4 @@
-"""Tests of `reid evaluate` and `reid demo` through the CLI entry point."""
+"""Tests of `reid evaluate` through the CLI entry point (`reid demo`: test_demo_job.py)."""
 
 from __future__ import annotations
 
@@ -168,28 +168,3 @@ def test_evaluate_with_rerank_matches_direct_call(
     assert _row(out, label)[0] == f"{100 * expected.rank(1):.2f}"
     assert _row(out, label)[4] == f"{100 * expected.mAP:.2f}"
     assert _row(out, "euclidean")  # the plain row is printed too
-
-
-@needs_rerank
-def test_demo_writes_features_and_prints_both_tables(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out_path = tmp_path / "demo" / "features.npz"
-    assert main(["demo", "--out", str(out_path)]) == 0
-    assert out_path.is_file()
-    with np.load(out_path) as npz:
-        assert npz["query_features"].dtype == np.float32
-    out = capsys.readouterr().out
-    plain = _row(out, "euclidean")
-    reranked = _row(out, "re-ranked (k1=20, k2=6, lambda=0.3)")
-    # moderately hard: not solved by plain ranking; re-ranking changes the numbers
-    assert 30.0 < float(plain[0]) < 95.0
-    assert plain[4] != reranked[4]
-    assert plain[6:] == reranked[6:] == ["300", "0"]
-
-
-def test_demo_rejects_out_without_npz_suffix(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["demo", "--out", str(tmp_path / "features")]) == 2
-    assert "must end in .npz" in capsys.readouterr().err

@@ -1,0 +1,233 @@
+"""The service side of the main job: an embedded uvicorn server, bulk indexing, stored vectors.
+
+``reid demo`` runs the real application (:func:`service.app.create_app`) under uvicorn in a
+thread of its own process, on a socket bound before any long work starts (a busy port fails
+at once, not after training). Imports of the service package happen inside the functions,
+so ``reid --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import re
+import socket
+import sqlite3
+import tarfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from reidcore.demo_client import ReidClient, ServiceCallError
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 120.0
+"""Longest wait for the service to load its model and galleries."""
+ITEMS_BATCH = 32
+"""Images per ``POST /v1/galleries/{g}/items`` request when the jobs API is absent."""
+_FRAME = re.compile(r"_c\d+s\d+_(\d+)_")
+
+
+class DemoError(RuntimeError):
+    """A step of the main job cannot go on; the message names the file, value or port."""
+
+
+@dataclass(frozen=True)
+class GalleryImage:
+    """One crop of the gallery or query split, with its ground truth."""
+
+    path: Path
+    """Image file."""
+    pid: int
+    """Identity (0 distractor, -1 junk)."""
+    camid: int
+    """Camera number (1-based, as in the file name)."""
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (0: any free port), or :class:`DemoError`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DemoError(
+                f"port {port} on {host} is already in use: stop what listens there or pass "
+                "--port N (0 picks a free port)"
+            ) from None
+        raise DemoError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class EmbeddedService:
+    """The service app under uvicorn in a daemon thread, on a socket bound beforehand."""
+
+    def __init__(self, app: Any, sock: socket.socket) -> None:
+        import uvicorn
+
+        self._sock = sock
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        config = uvicorn.Config(app, lifespan="on", access_log=False, log_config=None)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="reid-serve"
+        )
+
+    def start(self) -> None:
+        """Start and wait until the lifespan (model, galleries) has finished loading."""
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise DemoError(f"the service did not start on {self.url} (see the log above)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DemoError(f"the service did not start within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Ask uvicorn to shut down (lifespan close included) and wait for it."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=30.0)
+        self._sock.close()
+
+
+def start_service(
+    model_dir: Path, data_dir: Path, sock: socket.socket, max_k: int
+) -> EmbeddedService:
+    """Create the app over ``model_dir``/``data_dir`` and serve it on ``sock``."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    host, port = sock.getsockname()[:2]
+    settings = Settings(
+        model_dir=model_dir, data_dir=data_dir, host=host, port=port, max_k=max(1000, max_k)
+    )
+    service = EmbeddedService(create_app(settings), sock)
+    service.start()
+    return service
+
+
+# --------------------------------------------------------------------------- indexing
+
+
+def index_gallery(
+    client: ReidClient, gallery: str, images: Sequence[GalleryImage], work_dir: Path
+) -> dict[str, Any]:
+    """Index ``images`` into ``gallery``: a jobs-API archive if offered, else item batches.
+
+    Returns ``{"method", "added", "failed", "failures"}``; raises :class:`DemoError` when the
+    job fails.
+    """
+    if client.has_jobs_api():
+        return _index_with_job(client, gallery, images, work_dir)
+    logger.info("the service has no jobs API: indexing in batches of %d items", ITEMS_BATCH)
+    return _index_with_items(client, gallery, images)
+
+
+def write_archive(images: Sequence[GalleryImage], path: Path) -> Path:
+    """An uncompressed tar of the images, flat (JPEG does not compress further)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for img in images:
+            tar.add(img.path, arcname=img.path.name)
+    return path
+
+
+def _index_with_job(
+    client: ReidClient, gallery: str, images: Sequence[GalleryImage], work_dir: Path
+) -> dict[str, Any]:
+    archive = write_archive(images, work_dir / f"{gallery}-gallery.tar")
+    try:
+        job = client.submit_archive(gallery, archive)
+        logger.info("job %s queued for %d images", job["id"], len(images))
+        bar = tqdm(total=len(images), desc="indexing (job)", unit="img")
+
+        def show(j: dict[str, Any]) -> None:
+            bar.n = int(j["done"]) + int(j["failed"])
+            bar.set_postfix(state=j["state"], added=j["added"], failed=j["failed"])
+            bar.refresh()
+
+        try:
+            job = client.wait_job(job["id"], show)
+        finally:
+            bar.close()
+    finally:
+        archive.unlink(missing_ok=True)
+    if job["state"] != "succeeded":
+        raise DemoError(f"indexing job {job['id']} ended {job['state']}: {job.get('error')}")
+    failures = [f"{f['member']}: {f['reason']}" for f in job.get("failures") or []]
+    return {
+        "method": f"jobs API (job {job['id']})",
+        "added": int(job["added"]) + int(job["duplicates"]),
+        "failed": int(job["failed"]),
+        "failures": failures,
+    }
+
+
+def item_fields(img: GalleryImage) -> dict[str, Any]:
+    """``items`` entry for one crop: camera, timestamp (frame / 25 fps), file and identity."""
+    m = _FRAME.search(img.path.name)
+    timestamp = int(m.group(1)) / 25.0 if m else 0.0
+    return {
+        "camera": f"c{img.camid}",
+        "timestamp": timestamp,
+        "external_id": img.path.name,
+        "metadata": {"file": img.path.name, "identity": img.pid},
+    }
+
+
+def _index_with_items(
+    client: ReidClient, gallery: str, images: Sequence[GalleryImage]
+) -> dict[str, Any]:
+    added = 0
+    with tqdm(total=len(images), desc="indexing (items)", unit="img") as bar:
+        for start in range(0, len(images), ITEMS_BATCH):
+            chunk = images[start : start + ITEMS_BATCH]
+            try:
+                client.add_items(gallery, [i.path for i in chunk], [item_fields(i) for i in chunk])
+            except ServiceCallError as exc:
+                raise DemoError(f"indexing {chunk[0].path.parent}: {exc}") from None
+            added += len(chunk)
+            bar.update(len(chunk))
+    return {"method": "POST /items batches", "added": added, "failed": 0, "failures": []}
+
+
+# --------------------------------------------------------------------------- stored vectors
+
+
+def gallery_file(data_dir: Path, gallery: str) -> Path:
+    """The SQLite file of a gallery (``<data>/galleries/<name>.sqlite3``)."""
+    from service.gallery.manager import SUFFIX
+
+    return data_dir / "galleries" / f"{gallery}{SUFFIX}"
+
+
+def read_stored_embeddings(data_dir: Path, gallery: str) -> tuple[list[str], np.ndarray]:
+    """File names (item metadata ``file``) and float32 embeddings the gallery stored, by id.
+
+    Opened read-only beside the running service (SQLite WAL allows concurrent readers).
+    """
+    path = gallery_file(data_dir, gallery)
+    if not path.is_file():
+        raise DemoError(f"gallery file {path} does not exist: was anything indexed?")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        dim = int(conn.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()[0])
+        rows = conn.execute("SELECT metadata, embedding FROM items ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    files = [Path(str(json.loads(meta).get("file", ""))).name for meta, _ in rows]
+    emb = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
+    return files, emb.reshape(len(rows), dim).copy()
