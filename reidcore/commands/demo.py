@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="training-config override, e.g. --set data.height=128 (repeatable)",
     )
-    parser.add_argument("--top-k", type=int, default=1000, help="matches per search (1000)")
+    parser.add_argument(
+        "--top-k", type=int, default=100, help="matches per search (100, the re-rank shortlist)"
+    )
     parser.add_argument("--examples", type=int, default=3, help="example queries shown (3)")
 
 

@@ -192,7 +192,7 @@ def test_whole_pipeline_with_tiny_settings(
 ) -> None:
     out_dir = tmp_path / "out"
     tiny = ["--train-ids", "8", "--test-ids", "5", "--epochs", "1"]
-    small = ["--set", "data.height=32", "--set", "data.width=16", "--set", "data.p=4"]
+    small = ["--set", "data.height=32", "--set", "data.width=16"]
     assert main(["demo", "--out", str(out_dir), *tiny, *small, *TINY_DEMO]) == 0
     out = capsys.readouterr().out
     for step in ("[1/6] Dataset", "[2/6] Training", "[3/6] Exporting", "[6/6] Querying"):
