@@ -91,7 +91,7 @@ class DemoOptions:
     """Query/gallery identities of the synthetic dataset."""
     seed: int = 0
     """Seed of the synthetic dataset and of training."""
-    epochs: int = 12
+    epochs: int = 20
     """Training epochs."""
     train_overrides: tuple[str, ...] = ()
     """Extra ``key=value`` training-config overrides, applied last."""

@@ -111,8 +111,14 @@ def start_service(
     from service.settings import Settings
 
     host, port = sock.getsockname()[:2]
-    settings = Settings(
-        model_dir=model_dir, data_dir=data_dir, host=host, port=port, max_k=max(1000, max_k)
+    settings = Settings(  # an open local demo: REID_AUTH_MODE etc. in the environment do not apply
+        model_dir=model_dir,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        max_k=max(1000, max_k),
+        auth_mode="none",
+        api_keys=[],
     )
     service = EmbeddedService(create_app(settings), sock)
     service.start()

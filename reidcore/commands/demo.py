@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-ids", type=int, default=100, help="synthetic training ids (100)")
     parser.add_argument("--test-ids", type=int, default=100, help="synthetic test ids (100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (0)")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (12)")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs (20)")
     parser.add_argument(
         "--set",
         dest="overrides",
