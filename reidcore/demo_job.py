@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -207,7 +208,7 @@ def train_overrides(root: Path, opts: DemoOptions) -> list[str]:
         f"output_dir={opts.out / 'runs' / MODEL_NAME}",
     ]
     if attributes.is_file():
-        out.append(f"data.attributes={attributes}")
+        out += [f"data.attributes={attributes}", "data.attribute_split=all"]  # test ids too
     else:
         out += ["data.attributes=", "model.use_attributes=false", "loss.attributes=false"]
     return [*out, *opts.train_overrides]
@@ -240,6 +241,11 @@ def train_model(root: Path, opts: DemoOptions, echo: Echo) -> Path:
         echo(
             f"PyTorch evaluation on the query/gallery split: rank-1 {100 * last['rank1']:.1f} %, "
             f"mAP {100 * last['mAP']:.1f} %"
+            + (
+                f", attribute accuracy {100 * last['attr_acc']:.1f} %"
+                if last.get("attr_acc", math.nan) == last.get("attr_acc")  # present, not NaN
+                else ""
+            )
         )
     return run_dir / "best.pt"
 
@@ -255,7 +261,7 @@ def export_model(checkpoint: Path, root: Path, opts: DemoOptions, echo: Echo) ->
         )
     except (ExportError, ValueError) as exc:
         raise DemoError(f"export of {checkpoint}: {exc}") from None
-    echo(result.parity.summary())
+    echo(parity_line(result.parity))
     metrics = result.manifest.training.metrics
     if "export.mAP" in metrics:
         echo(
@@ -264,6 +270,18 @@ def export_model(checkpoint: Path, root: Path, opts: DemoOptions, echo: Echo) ->
         )
     echo(f"model folder: {folder}")
     return folder
+
+
+def parity_line(report: Any) -> str:
+    """One line from :class:`export.verify.ParityReport` (the log has the full table)."""
+    worst = max(o.max_abs_diff for o in report.outputs)
+    cosines = [o.min_cosine for o in report.outputs if o.min_cosine is not None]
+    cos = f", embedding min cosine {min(cosines):.6f}" if cosines else ""
+    verdict = "all agree" if report.passed else "DISAGREE"
+    return (
+        f"ONNX Runtime vs PyTorch on {report.images} images: {len(report.outputs)} outputs "
+        f"{verdict} (max abs diff {worst:.2g}{cos})"
+    )
 
 
 def check_model_folder(folder: Path) -> Path:
