@@ -20,9 +20,10 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -58,6 +59,7 @@ from service.runtime import ModelRuntime, RuntimeOptions
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
+T = TypeVar("T")
 
 
 class ExportError(RuntimeError):
@@ -167,18 +169,66 @@ def _validation_set(opts: ExportOptions, loaded: LoadedCheckpoint) -> Validation
 def _real_images(
     opts: ExportOptions, loaded: LoadedCheckpoint, vs: ValidationSet | None
 ) -> tuple[list[Image.Image], np.ndarray]:
-    """Decoded parity images and the preprocessed int8 calibration batch."""
+    """Decoded parity images and the preprocessed int8 calibration batch (empty without int8).
+
+    Parity images come from ``--calibration-images`` or else the validation split (parity
+    compares two runtimes, nothing is fitted). Calibration images never come from the
+    validation split: see :func:`calibration_paths`.
+    """
     try:
         if opts.calibration_images is not None:
-            n = max(opts.parity_images, opts.calibration_count)
-            images = load_images(list_images(opts.calibration_images, n))
-            calibration = preprocess_batch(images[: opts.calibration_count], loaded.preprocess)
-            return images[: opts.parity_images], calibration
-        assert vs is not None  # _check_destination guarantees one source
-        images = load_images([Path(p) for p in vs.paths[: opts.parity_images]])
-        return images, vs.images[: opts.calibration_count]
+            parity_paths = list_images(opts.calibration_images, opts.parity_images)
+        else:
+            assert vs is not None  # _check_destination guarantees one source
+            parity_paths = [Path(p) for p in vs.paths[: opts.parity_images]]
+        parity = load_images(parity_paths)
+        shape = (0, 3, loaded.preprocess.height, loaded.preprocess.width)
+        calibration = np.empty(shape, np.float32)
+        if "int8" in opts.variants:
+            paths = calibration_paths(opts, vs)
+            calibration = preprocess_batch(load_images(paths), loaded.preprocess)
+            logger.info("int8 calibration: %d images of %s", len(paths), paths[0].parent)
+        return parity, calibration
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot read the real images for parity/calibration: {exc}") from exc
+
+
+def calibration_paths(opts: ExportOptions, vs: ValidationSet | None) -> list[Path]:
+    """Up to ``opts.calibration_count`` int8 calibration images, evenly spread over the source.
+
+    The source is ``--calibration-images`` when given, else the validation folder's
+    ``bounding_box_train/`` (for a carved split: the identities that were not held out).
+    Images of the validation split are always left out: ranges fitted on the very images
+    the mAP rule then scores would flatter the int8 model. :class:`ExportError` when no
+    image remains.
+    """
+    if opts.calibration_images is not None:
+        source = opts.calibration_images
+    elif opts.validation is not None:
+        source = opts.validation / "bounding_box_train"
+    else:
+        raise ExportError("int8 calibration needs --calibration-images or --validation")
+    if not source.is_dir():
+        raise ExportError(
+            f"int8 calibration: {source} does not exist and no --calibration-images was given; "
+            "pass a folder of images that are not in the validation split"
+        )
+    held_out = {Path(p).resolve() for p in (vs.paths if vs is not None else [])}
+    pool = [p for p in list_images(source) if p.resolve() not in held_out]
+    if not pool:
+        raise ExportError(
+            f"int8 calibration: every image of {source} is in the validation split; "
+            "pass --calibration-images with other images"
+        )
+    return evenly_spaced(pool, opts.calibration_count)
+
+
+def evenly_spaced(items: Sequence[T], count: int) -> list[T]:
+    """``count`` items spread evenly over ``items`` (all of them when there are fewer)."""
+    n = len(items)
+    if count >= n:
+        return list(items)
+    return [items[i * n // count] for i in range(count)]
 
 
 def _export_in(
