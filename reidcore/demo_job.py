@@ -351,6 +351,7 @@ def run_demo(opts: DemoOptions, echo: Echo) -> DemoResult:
     sock = bind_port(opts.host, opts.port)
     steps = Steps(echo)
     service: EmbeddedService | None = None
+    client: ReidClient | None = None
     try:
         with steps.step("dataset", "Dataset"):
             root = opts.dataset if opts.dataset is not None else synthetic_dataset(opts, echo)
@@ -386,6 +387,8 @@ def run_demo(opts: DemoOptions, echo: Echo) -> DemoResult:
     except ServiceCallError as exc:
         raise DemoError(str(exc)) from None
     finally:
+        if client is not None:
+            client.close()
         if service is not None:
             service.stop()
         sock.close()
