@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 # subcommand -> module implementing it
 COMMANDS: dict[str, str] = {
-    "demo": "reidcore.commands.demo",
+    "demo": "quickstart.command",
     "evaluate": "reidcore.commands.evaluate",
     "train": "training.commands.train",
     "export": "export.commands.export",

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from reidcore.demo_client import ReidClient, ServiceCallError
+from quickstart.client import ReidClient, ServiceCallError
 
 logger = logging.getLogger(__name__)
 

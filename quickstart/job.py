@@ -12,7 +12,7 @@ Steps, each with a header, progress bars and its elapsed time:
    SQLite+FAISS storage in ``<out>/data`` (emptied first);
 5. index: the gallery split through the jobs API (an archive) or item batches;
 6. query: every query through the search endpoint, plain and re-ranked, plus full-ranking
-   metrics from the stored embeddings (:mod:`reidcore.demo_report`), and example matches.
+   metrics from the stored embeddings (:mod:`quickstart.report`), and example matches.
 
 Then the service keeps running until Ctrl-C, unless ``serve`` is off. The port is bound
 before step 1, so a busy port fails at once. Training, export and service packages are
@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reidcore.demo_client import ReidClient, ServiceCallError
-from reidcore.demo_report import QueryRun, examples, run_queries
-from reidcore.demo_service import (
+from quickstart.client import ReidClient, ServiceCallError
+from quickstart.embedded import (
     DemoError,
     EmbeddedService,
     GalleryImage,
@@ -43,6 +42,7 @@ from reidcore.demo_service import (
     index_gallery,
     start_service,
 )
+from quickstart.report import QueryRun, examples, run_queries
 from reidcore.evaluation import EvaluationResult, format_results_table
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Two kinds of rows, both under the Market-1501 protocol of :mod:`reidcore.evaluat
 
 * *service search*: every query image goes through ``POST /v1/galleries/{g}/search``
   (plain, then ``rerank=true``) and the returned ranked lists are scored with
-  :func:`reidcore.demo_metrics.evaluate_rankings`. With ``k`` >= the gallery size the lists
+  :func:`quickstart.metrics.evaluate_rankings`. With ``k`` >= the gallery size the lists
   are complete and the metrics exact; with a smaller ``k`` they are lower bounds.
 * *stored embeddings*: query embeddings from ``POST /v1/embed`` against the embeddings the
   gallery stored while indexing, ranked in full (plain, and the full k-reciprocal algorithm
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from reidcore.demo_client import ReidClient
-from reidcore.demo_metrics import evaluate_rankings
-from reidcore.demo_service import DemoError, GalleryImage, read_stored_embeddings
+from quickstart.client import ReidClient
+from quickstart.embedded import DemoError, GalleryImage, read_stored_embeddings
+from quickstart.metrics import evaluate_rankings
 from reidcore.evaluation import EvaluationResult, evaluate_rank, pairwise_euclidean
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from quickstart.metrics import evaluate_rankings, rankings_to_distmat
 from reidcore.cli import main
-from reidcore.demo_metrics import evaluate_rankings, rankings_to_distmat
 from reidcore.evaluation import evaluate_rank
 
 pytest.importorskip("fastapi", reason="the demo needs the service extra (fastapi)")
@@ -97,8 +97,8 @@ def _match(pid: int, camera: str, score: float) -> dict[str, Any]:
 
 
 def test_example_marks_true_matches_and_same_camera_items() -> None:
-    from reidcore.demo_report import format_example
-    from reidcore.demo_service import GalleryImage
+    from quickstart.embedded import GalleryImage
+    from quickstart.report import format_example
 
     query = GalleryImage(Path("0002_c1s1_000001_00.jpg"), 2, 1)
     matches = [_match(2, "c3", 0.9), _match(2, "c1", 0.8), _match(7, "c2", 0.7)]
@@ -112,7 +112,7 @@ def test_example_marks_true_matches_and_same_camera_items() -> None:
 
 
 def test_stored_embeddings_of_a_missing_gallery(tmp_path: Path) -> None:
-    from reidcore.demo_service import DemoError, read_stored_embeddings
+    from quickstart.embedded import DemoError, read_stored_embeddings
 
     with pytest.raises(DemoError, match="was anything indexed"):
         read_stored_embeddings(tmp_path, "nothing")
@@ -168,7 +168,7 @@ def test_bad_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_serve_until_interrupted_prints_the_urls() -> None:
-    from reidcore.demo_job import serve_until_interrupted
+    from quickstart.job import serve_until_interrupted
 
     lines: list[str] = []
 
@@ -204,7 +204,7 @@ def test_existing_model_skips_training(
     monkeypatch: pytest.MonkeyPatch,
     jobs_api: bool,
 ) -> None:
-    from reidcore.demo_client import ReidClient
+    from quickstart.client import ReidClient
 
     if not jobs_api:
         monkeypatch.setattr(ReidClient, "has_jobs_api", lambda self: False)

@@ -1,4 +1,4 @@
-"""`reid demo`: the main job end to end (see :mod:`reidcore.demo_job`).
+"""`reid demo`: the main job end to end (see :mod:`quickstart.job`).
 
 With no arguments, on a machine with no GPU, dataset or network: generate a synthetic camera
 dataset, train a small model on it, export it to ONNX, start the service on 127.0.0.1:8000,
@@ -59,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from quickstart.embedded import DemoError
+    from quickstart.job import DemoOptions, run_demo
     from reidcore.cli import CommandError
-    from reidcore.demo_job import DemoOptions, run_demo
-    from reidcore.demo_service import DemoError
 
     if args.port < 0 or args.port > 65535:
         raise CommandError(f"--port must lie in 0..65535, got {args.port}")
