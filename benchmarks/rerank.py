@@ -28,11 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.results import write_section
-from reidcore.evaluation import evaluate_rank
+from reidcore.evaluation import evaluate_rank, pairwise_euclidean
 from reidcore.rerank import (
     available_memory_bytes,
     estimate_rerank_memory,
-    euclidean_distances,
     k_reciprocal_rerank,
     rerank_shortlist,
 )
@@ -117,7 +116,7 @@ def _full(fs: FeatureSet) -> tuple[np.ndarray | None, str, str, str]:
         return None, note, "-", "-"
     q, g = fs.query_features, fs.gallery_features
     t0 = time.perf_counter()
-    q_g, q_q, g_g = euclidean_distances(q, g), euclidean_distances(q, q), euclidean_distances(g, g)
+    q_g, q_q, g_g = pairwise_euclidean(q, g), pairwise_euclidean(q, q), pairwise_euclidean(g, g)
     t_dist = time.perf_counter() - t0
     out, t_rr, peak = _traced(lambda: k_reciprocal_rerank(q_g, q_q, g_g))
     print(f"  full: distances {t_dist:.2f} s, re-ranking {t_rr:.2f} s, peak {peak:.0f} MiB")
@@ -157,7 +156,7 @@ def _shortlist_fidelity(
     (rest in original order): what any variant that only re-scores the top-K can reach.
     """
     g = fs.gallery_features
-    base = euclidean_distances(fs.query_features[sel], g)  # [S, Ng]
+    base = pairwise_euclidean(fs.query_features[sel], g)  # [S, Ng]
     dist = base + 1e3  # items past the shortlist keep their order, after it
     bound = dist.copy()
     overlaps = []
@@ -190,7 +189,7 @@ def run_config(ng: int, dim: int, rng: np.random.Generator) -> list[Row]:
     print(f"gallery {ng}, dim {dim}, {nq} queries")
     sel = np.sort(rng.choice(nq, min(FIDELITY_QUERIES, nq), replace=False))
     full, t_full, peak_full, est = _full(fs)
-    plain_map = _mean_ap(euclidean_distances(fs.query_features[sel], fs.gallery_features), fs, sel)
+    plain_map = _mean_ap(pairwise_euclidean(fs.query_features[sel], fs.gallery_features), fs, sel)
     rows = [Row(ng, dim, "no re-ranking", "-", "-", f"{100 * plain_map:.1f}", "-")]
     if full is not None:
         full_map = _mean_ap(full[sel], fs, sel)
@@ -302,7 +301,7 @@ def _expanded_fidelity(
     """mAP on ``sel`` (unscored items after the scored set, in original order) and the mean
     top-10 overlap with the full algorithm."""
     k, expand, width = cfg
-    base = euclidean_distances(fs.query_features[sel], fs.gallery_features)  # [S, Ng]
+    base = pairwise_euclidean(fs.query_features[sel], fs.gallery_features)  # [S, Ng]
     dist = base + 1e3
     overlaps = []
     for row, qi in enumerate(sel):

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reidcore.evaluation import pairwise_euclidean
+
 logger = logging.getLogger(__name__)
 
 _BLOCK_BYTES = 64 * 2**20  # bound on the temporaries of one block of rows
@@ -453,18 +455,6 @@ def k_reciprocal_rerank(
     return out
 
 
-def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Plain Euclidean distances ``[Na, Nb]`` (float32) between rows of ``a`` and ``b``."""
-    a32 = np.ascontiguousarray(a, dtype=np.float32)
-    b32 = np.ascontiguousarray(b, dtype=np.float32)
-    d2 = a32 @ b32.T  # [Na, Nb]
-    d2 *= np.float32(-2.0)
-    d2 += np.einsum("ij,ij->i", a32, a32)[:, None]
-    d2 += np.einsum("ij,ij->i", b32, b32)[None, :]
-    np.maximum(d2, np.float32(0.0), out=d2)
-    return np.sqrt(d2, out=d2)
-
-
 def rerank_shortlist(
     query_feat: np.ndarray,
     cand_feats: np.ndarray,
@@ -493,9 +483,9 @@ def rerank_shortlist(
         raise ValueError("query_feat or cand_feats contains non-finite values")
     q2 = q[None, :]
     out = k_reciprocal_rerank(
-        euclidean_distances(q2, c),
+        pairwise_euclidean(q2, c),
         np.zeros((1, 1), dtype=np.float32),
-        euclidean_distances(c, c),
+        pairwise_euclidean(c, c),
         k1=k1,
         k2=k2,
         lambda_value=lambda_value,

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reidcore.evaluation import pairwise_euclidean
 from reidcore.rerank import (
     _BLOCK_BYTES,
     _check_params,
     _gather_ranges,
     _sizes,
-    euclidean_distances,
 )
 
 logger = logging.getLogger(__name__)
@@ -386,7 +386,7 @@ class _Query:
         miss = np.unique(local[np.isnan(self.d[local])])
         if miss.size:
             feats = np.asarray(self.get_feats(self.glob[miss]), dtype=np.float32)
-            self.d[miss] = euclidean_distances(self.q[None, :], feats)[0]
+            self.d[miss] = pairwise_euclidean(self.q[None, :], feats)[0]
         return self.d[local]
 
 

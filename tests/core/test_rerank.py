@@ -7,10 +7,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from reidcore.evaluation import pairwise_euclidean
 from reidcore.rerank import (
     RerankMemoryError,
     estimate_rerank_memory,
-    euclidean_distances,
     k_reciprocal_rerank,
     rerank_shortlist,
 )
@@ -73,9 +73,9 @@ def _distances(nq: int, seed: int, num_ids: int = 12, per_id: int = 6, dim: int 
     )
     q, g = fs.query_features[:nq], fs.gallery_features
     return (
-        euclidean_distances(q, g),
-        euclidean_distances(q, q),
-        euclidean_distances(g, g),
+        pairwise_euclidean(q, g),
+        pairwise_euclidean(q, q),
+        pairwise_euclidean(g, g),
     )
 
 
@@ -109,8 +109,8 @@ def test_lambda_one_gives_squared_original_distance() -> None:
 def test_rerank_improves_map_on_clustered_features() -> None:
     fs = make_clustered_features(num_ids=60, images_per_id=6, dim=64, noise=1.2, seed=3)
     q, g = fs.query_features, fs.gallery_features
-    q_g = euclidean_distances(q, g)
-    rr = k_reciprocal_rerank(q_g, euclidean_distances(q, q), euclidean_distances(g, g))
+    q_g = pairwise_euclidean(q, g)
+    rr = k_reciprocal_rerank(q_g, pairwise_euclidean(q, q), pairwise_euclidean(g, g))
 
     def mean_ap(dist: np.ndarray) -> float:
         aps = []
@@ -133,11 +133,11 @@ def test_shortlist_equals_full_when_it_covers_the_gallery(seed: int) -> None:
     fs = make_clustered_features(num_ids=15, images_per_id=5, dim=32, seed=seed)
     q, g = fs.query_features[0], fs.gallery_features
     full = k_reciprocal_rerank(
-        euclidean_distances(q[None], g),
+        pairwise_euclidean(q[None], g),
         np.zeros((1, 1), np.float32),
-        euclidean_distances(g, g),
+        pairwise_euclidean(g, g),
     )[0]
-    order = np.argsort(euclidean_distances(q[None], g)[0], kind="stable")  # top-K order
+    order = np.argsort(pairwise_euclidean(q[None], g)[0], kind="stable")  # top-K order
     got = rerank_shortlist(q, g[order])
     assert got.shape == (g.shape[0],) and got.dtype == np.float32
     np.testing.assert_allclose(got, full[order], atol=1e-6, rtol=0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reidcore.rerank import euclidean_distances, k_reciprocal_rerank
+from reidcore.evaluation import pairwise_euclidean
+from reidcore.rerank import k_reciprocal_rerank
 from reidcore.rerank_neighbours import GalleryNeighbours, rerank_expanded
 from reidcore.synthetic_features import make_clustered_features
 
@@ -121,9 +122,9 @@ def test_from_arrays_names_the_problem() -> None:
 def _full_one_query(q: np.ndarray, g: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
     """The full algorithm on {q} ∪ gallery (reference, [Ng])."""
     return k_reciprocal_rerank(
-        euclidean_distances(q[None], g),
+        pairwise_euclidean(q[None], g),
         np.zeros((1, 1), np.float32),
-        euclidean_distances(g, g),
+        pairwise_euclidean(g, g),
         k1=k1,
         k2=k2,
         lambda_value=lam,
@@ -142,7 +143,7 @@ def test_expanded_equals_full_when_it_covers_the_gallery(
     nb.add(g[40:])
     for q in fs.query_features[:3]:
         full = _full_one_query(q, g, k1, k2, lam)
-        dq = euclidean_distances(q[None], g)[0]
+        dq = pairwise_euclidean(q[None], g)[0]
         ids, dist = rerank_expanded(
             q, np.arange(g.shape[0]), dq, nb, k1=k1, k2=k2, lambda_value=lam
         )
@@ -161,7 +162,7 @@ def test_expanded_scores_are_exact_on_a_partial_shortlist(seed: int) -> None:
     nb.add(g)
     for q in fs.query_features[:4]:
         full = _full_one_query(q, g, 20, 6, 0.3)
-        dq = euclidean_distances(q[None], g)[0]
+        dq = pairwise_euclidean(q[None], g)[0]
         top = np.argsort(dq)[:25][::-1]  # any order is accepted
         ids, dist = rerank_expanded(q, top, dq[top], nb, nb.features, expand=10)
         assert np.isin(top, ids).all() and ids.size < g.shape[0]
@@ -178,7 +179,7 @@ def test_expanded_after_removal_matches_full_on_survivors() -> None:
     keep = np.setdiff1d(np.arange(g.shape[0]), gone)
     q = fs.query_features[1]
     full = _full_one_query(q, g[keep], 20, 6, 0.3)  # indexed like keep
-    dq = euclidean_distances(q[None], g[keep])[0]
+    dq = pairwise_euclidean(q[None], g[keep])[0]
     ids, dist = rerank_expanded(q, keep, dq, nb)
     np.testing.assert_allclose(dist, full[np.searchsorted(keep, ids)], atol=2e-6, rtol=0)
 
