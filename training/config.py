@@ -17,6 +17,8 @@ from training.models.config import ModelConfig
 
 DATA_FORMATS = ("market", "msmt17", "folders", "csv")
 """Valid :attr:`DataConfig.format` values (see :mod:`training.data.readers`)."""
+SAMPLERS = ("pk", "random")
+"""Valid :attr:`DataConfig.sampler` values."""
 EVAL_SPLITS = ("val", "test")
 """Valid :attr:`DataConfig.eval_split` values."""
 OPTIMIZERS = ("sgd", "adam")
@@ -70,7 +72,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _one_of("data.format", self.format, DATA_FORMATS)
         _one_of("data.eval_split", self.eval_split, EVAL_SPLITS)
-        _one_of("data.sampler", self.sampler, ("pk", "random"))
+        _one_of("data.sampler", self.sampler, SAMPLERS)
         _one_of("data.attribute_split", self.attribute_split, ("train", "test", "all"))
         for name in ("height", "width", "p", "k", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:

@@ -24,13 +24,7 @@ from reidcore.preprocess import PreprocessConfig
 from training.config import DataConfig
 from training.data.attributes import AttributeTable, join_attributes, load_attributes
 from training.data.errors import DatasetError
-from training.data.loader import (
-    ReidBatch,
-    ReidImageDataset,
-    build_eval_loader,
-    collate_items,
-    seed_worker,
-)
+from training.data.loader import ReidBatch, ReidImageDataset, build_eval_loader, make_loader
 from training.data.readers import read_camera_folders, read_crops_csv, read_market, read_msmt17
 from training.data.sampler import PKSampler
 from training.data.split import relabel, split_validation
@@ -178,16 +172,14 @@ class TrainLoader:
         self.sampler = self._build_sampler(data.labels, cfg, info)
         self.batch_size = cfg.p * cfg.k if cfg.sampler == "pk" else cfg.batch_size
         self.generator = torch.Generator()
-        self.loader: DataLoader[ReidBatch] = DataLoader(
-            self.dataset,  # type: ignore[arg-type]
+        self.loader = make_loader(
+            self.dataset,
             batch_size=self.batch_size,
+            num_workers=cfg.workers,
+            generator=self.generator,
+            pin_memory=info.device.type == "cuda",
             sampler=self.sampler,
             drop_last=True,
-            num_workers=cfg.workers,
-            collate_fn=collate_items,
-            pin_memory=info.device.type == "cuda",
-            generator=self.generator,
-            worker_init_fn=seed_worker if cfg.workers > 0 else None,
         )
         if len(self.loader) == 0:
             raise DatasetError(

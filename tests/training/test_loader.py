@@ -7,19 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
+from reidcore.attributes import AttributeSchema
 from reidcore.preprocess import ImageDecodeError, PreprocessConfig, decode_image, to_array
+from training.config import DataConfig
 from training.data import loader as loader_mod
-from training.data.loader import (
-    ReidBatch,
-    ReidImageDataset,
-    TrainLoaderConfig,
-    build_eval_loader,
-    build_train_loader,
-    collate_items,
-)
+from training.data.errors import DatasetError
+from training.data.loader import ReidBatch, ReidImageDataset, build_eval_loader, collate_items
 from training.data.sampler import PKSampler
-from training.data.transforms import EvalTransform, TrainTransformConfig
+from training.data.transforms import EvalTransform
 from training.data.types import Sample
+from training.datasets import PreparedData, TrainLoader
+from training.distributed import DistInfo
 
 SMALL = PreprocessConfig(height=32, width=16)
 N_IDS, PER_ID = 6, 3
@@ -50,12 +48,33 @@ def attribute_table(n: int) -> np.ndarray:
     return np.arange(n * 2, dtype=np.int64).reshape(n, 2) % 5
 
 
-def small_cfg(num_workers: int, **kw: object) -> TrainLoaderConfig:
-    base: dict[str, object] = dict(
-        p=3, k=2, num_workers=num_workers, seed=1, transform=TrainTransformConfig(preprocess=SMALL)
+def small_loader(
+    samples: list[Sample],
+    num_workers: int,
+    attributes: np.ndarray | None = None,
+    seed: int = 1,
+    **data: object,
+) -> TrainLoader:
+    """The trainer's :class:`TrainLoader` at 32×16 with P=3, K=2 (``data`` overrides)."""
+    labels = train_labels(samples)
+    prepared = PreparedData(
+        name="jpegs",
+        train=list(samples),
+        labels=labels,
+        num_classes=len(set(labels)),
+        train_attributes=attributes,
+        schema=AttributeSchema.empty(),
+        evaluation=None,
+        preprocess=SMALL,
     )
-    base.update(kw)
-    return TrainLoaderConfig(**base)  # type: ignore[arg-type]
+    fields: dict[str, object] = dict(height=SMALL.height, width=SMALL.width, p=3, k=2)
+    fields.update(workers=num_workers, **data)
+    return TrainLoader(prepared, DataConfig(**fields), seed, DistInfo())  # type: ignore[arg-type]
+
+
+def epoch_batches(loader: TrainLoader, epoch: int) -> list[ReidBatch]:
+    loader.start_epoch(epoch)
+    return list(loader)
 
 
 def check_batch(batch: ReidBatch, samples: list[Sample], labels: list[int], n: int) -> None:
@@ -74,12 +93,11 @@ def test_train_loader_yields_pk_batches_in_sampler_order(
 ) -> None:
     labels = train_labels(jpeg_samples)
     attrs = attribute_table(len(jpeg_samples))
-    loader = build_train_loader(jpeg_samples, labels, small_cfg(num_workers), attrs)
+    loader = small_loader(jpeg_samples, num_workers, attrs)
     sampler = loader.sampler
     assert isinstance(sampler, PKSampler)
     for epoch in range(2):
-        sampler.set_epoch(epoch)
-        batches = list(loader)
+        batches = epoch_batches(loader, epoch)
         assert len(batches) == len(loader) > 0
         for batch in batches:
             check_batch(batch, jpeg_samples, labels, 6)
@@ -90,9 +108,8 @@ def test_train_loader_yields_pk_batches_in_sampler_order(
 
 
 def test_random_sampler_mode_covers_the_dataset_once(jpeg_samples: list[Sample]) -> None:
-    labels = train_labels(jpeg_samples)
-    cfg = small_cfg(0, sampler="random", batch_size=4)
-    batches = list(build_train_loader(jpeg_samples, labels, cfg))
+    loader = small_loader(jpeg_samples, 0, sampler="random", batch_size=4)
+    batches = epoch_batches(loader, 0)
     assert len(batches) == len(jpeg_samples) // 4
     seen = torch.cat([b.indices for b in batches]).tolist()
     assert len(set(seen)) == len(seen) == 4 * len(batches)
@@ -104,12 +121,36 @@ def test_workers_augment_differently_and_reproducibly(tmp_path: Path) -> None:
     path = tmp_path / "0001_c1s1_000000_00.jpg"
     Image.fromarray(np.full((40, 18, 3), 128, dtype=np.uint8)).save(path)
     samples = [Sample(str(path), 1 + i // 2, 1) for i in range(8)]
-    labels = train_labels(samples)
-    cfg = small_cfg(2, sampler="random", batch_size=4, seed=3)
-    runs = [[b.images for b in build_train_loader(samples, labels, cfg)] for _ in range(2)]
-    first, second = runs
+
+    def one_run() -> list[torch.Tensor]:
+        loader = small_loader(samples, 2, seed=3, sampler="random", batch_size=4)
+        return [b.images for b in epoch_batches(loader, 0)]
+
+    first, second = one_run(), one_run()
     assert not torch.equal(first[0], first[1])  # batch 0 from worker 0, batch 1 from worker 1
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_epoch_is_the_same_whether_or_not_earlier_epochs_ran(
+    jpeg_samples: list[Sample], num_workers: int
+) -> None:
+    """What makes resume exact: epoch 1 of a fresh loader equals epoch 1 after epoch 0."""
+    ran = small_loader(jpeg_samples, num_workers)
+    epoch0 = epoch_batches(ran, 0)
+    after = epoch_batches(ran, 1)
+    fresh = epoch_batches(small_loader(jpeg_samples, num_workers), 1)
+    assert len(after) == len(fresh) > 0
+    for a, b in zip(after, fresh, strict=True):
+        assert torch.equal(a.indices, b.indices) and torch.equal(a.images, b.images)
+    assert not torch.equal(epoch0[0].images, after[0].images)  # epochs do differ
+
+
+def test_train_loader_errors_name_the_setting(jpeg_samples: list[Sample]) -> None:
+    with pytest.raises(DatasetError, match="data.p=7, data.k=2"):
+        small_loader(jpeg_samples, 0, p=7)  # 6 identities
+    with pytest.raises(DatasetError, match="no full batch of 64"):
+        small_loader(jpeg_samples, 0, sampler="random", batch_size=64)  # 18 images
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -1,38 +1,31 @@
-"""Torch ``Dataset`` over re-ID image records, and the train / eval ``DataLoader`` builders.
+"""Torch ``Dataset`` over re-ID image records, the ``DataLoader`` options every re-ID loader
+shares (:func:`make_loader`) and the evaluation loader.
 
 Each image is read and decoded exactly once per use (in the worker that serves it) and the
 decoded PIL image goes straight to the transform. Batches are :class:`ReidBatch` records;
-``pin_memory`` works on them (they define ``pin_memory()``), and pinning is on whenever
-CUDA is available.
+``pin_memory`` works on them (they define ``pin_memory()``). The training loader, whose
+epochs are seeded for exact resume, is :class:`training.datasets.TrainLoader`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import (
-    DataLoader,
-    Dataset,
-    DistributedSampler,
-    RandomSampler,
-    default_collate,
-)
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torch.utils.data import Sampler as TorchSampler
 
 from reidcore.preprocess import ImageDecodeError, PreprocessConfig, decode_image
-from training.data.sampler import PKSampler, resolve_rank
-from training.data.transforms import EvalTransform, TrainTransform, TrainTransformConfig
+from training.data.transforms import EvalTransform
 from training.data.types import Sample
 
 logger = logging.getLogger(__name__)
 
 Transform = Callable[[Image.Image], torch.Tensor]
-SAMPLERS = ("pk", "random")
 
 
 @dataclass
@@ -177,34 +170,6 @@ class ReidImageDataset(Dataset[ReidItem]):
         )
 
 
-@dataclass(frozen=True)
-class TrainLoaderConfig:
-    """How training batches are drawn and produced."""
-
-    sampler: str = "pk"
-    """``pk``: P identities × K images per batch (triplet loss); ``random``: shuffled batches."""
-    p: int = 16
-    """Identities per batch (``pk``)."""
-    k: int = 4
-    """Images per identity (``pk``)."""
-    batch_size: int = 64
-    """Images per batch for ``random`` (``pk`` uses ``p * k``)."""
-    num_workers: int = 2
-    """Worker processes decoding and augmenting; 0 works in the main process."""
-    prefetch_factor: int = 2
-    """Batches each worker prepares ahead."""
-    seed: int = 0
-    """Seeds the sampler, the transforms and the per-worker seeds."""
-    transform: TrainTransformConfig = field(default_factory=TrainTransformConfig)
-    """Augmentation and input size."""
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; valid: {list(SAMPLERS)}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-
-
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn``: give each worker's transform its own random stream.
 
@@ -220,62 +185,36 @@ def seed_worker(worker_id: int) -> None:
     logger.debug("worker %d seeded with %d", worker_id, info.seed)
 
 
-def _loader_kwargs(num_workers: int, prefetch_factor: int, seed: int) -> dict[str, object]:
-    """The ``DataLoader`` options shared by the train and eval loaders."""
-    kwargs: dict[str, object] = {
-        "num_workers": num_workers,
-        "collate_fn": collate_items,
-        "pin_memory": torch.cuda.is_available(),
-        "generator": torch.Generator().manual_seed(seed),
-    }
-    if num_workers > 0:
-        kwargs.update(
-            persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=seed_worker
-        )
-    return kwargs
-
-
-def build_train_sampler(
-    dataset: ReidImageDataset, labels: Sequence[int], cfg: TrainLoaderConfig
-) -> TorchSampler[int]:
-    """A :class:`PKSampler`, or a shuffling sampler (distributed-aware) for ``random``."""
-    if cfg.sampler == "pk":
-        return PKSampler(labels, cfg.p, cfg.k, seed=cfg.seed)
-    rank, world_size = resolve_rank(None, None)
-    if world_size > 1:
-        return DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, seed=cfg.seed, drop_last=True
-        )
-    return RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
-
-
-def build_train_loader(
-    samples: Sequence[Sample],
-    labels: Sequence[int],
-    cfg: TrainLoaderConfig,
-    attribute_labels: np.ndarray | None = None,
+def make_loader(
+    dataset: ReidImageDataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    generator: torch.Generator,
+    pin_memory: bool,
+    sampler: TorchSampler[int] | None = None,
+    drop_last: bool = False,
+    persistent_workers: bool = False,
 ) -> DataLoader[ReidItem]:
-    """Augmented training batches of :class:`ReidBatch`.
+    """A ``DataLoader`` of :class:`ReidBatch` with the options every re-ID loader shares.
 
-    Call ``loader.sampler.set_epoch(epoch)`` each epoch (PKSampler, DistributedSampler).
+    Shared by :class:`training.datasets.TrainLoader` and :func:`build_eval_loader`: batches
+    collated by :func:`collate_items`, and with workers, each worker's transform reseeded by
+    :func:`seed_worker` from ``generator`` (so a seeded generator makes the augmentation
+    reproducible). Without a ``sampler`` the samples come in order. ``persistent_workers``
+    applies only when ``num_workers > 0``.
     """
-    transform = TrainTransform(cfg.transform, seed=cfg.seed)
-    dataset = ReidImageDataset(samples, transform, labels, attribute_labels)
-    sampler = build_train_sampler(dataset, labels, cfg)
-    batch_size = cfg.p * cfg.k if cfg.sampler == "pk" else cfg.batch_size
-    logger.info(
-        "train loader: %d images, %s sampler, batch %d, %d workers",
-        len(dataset),
-        cfg.sampler,
-        batch_size,
-        cfg.num_workers,
-    )
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        drop_last=True,
-        **_loader_kwargs(cfg.num_workers, cfg.prefetch_factor, cfg.seed),  # type: ignore[arg-type]
+        drop_last=drop_last,
+        num_workers=num_workers,
+        collate_fn=collate_items,
+        pin_memory=pin_memory,
+        generator=generator,
+        worker_init_fn=seed_worker if num_workers > 0 else None,
+        persistent_workers=persistent_workers and num_workers > 0,
     )
 
 
@@ -288,10 +227,11 @@ def build_eval_loader(
 ) -> DataLoader[ReidItem]:
     """Batches in sample order through the shared serving preprocessing; pids as on disk."""
     dataset = ReidImageDataset(samples, EvalTransform(preprocess), None, attribute_labels)
-    return DataLoader(
+    return make_loader(
         dataset,
         batch_size=batch_size,
-        shuffle=False,
-        drop_last=False,
-        **_loader_kwargs(num_workers, 2, 0),  # type: ignore[arg-type]
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=True,
     )
