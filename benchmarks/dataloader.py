@@ -1,8 +1,9 @@
 """Throughput of the training data path alone: read + decode + augment + collate, no model.
 
-P×K batches (P=16, K=4) at 256×128 through ``build_train_loader`` with 0, 1 and 2 worker
-processes, on the CUHK03-NP training crops in ../shared/data when present, else on
-generated JPEGs of the same size (the report says which). Also times decode and augment
+P×K batches (P=16, K=4) at 256×128 through the loader training uses (``prepare_data`` then
+:class:`training.datasets.TrainLoader`, epoch 0 started as the trainer starts it) with 0, 1
+and 2 worker processes, on the CUHK03-NP training crops in ../shared/data when present, else
+on generated JPEGs of the same size (the report says which). Also times decode and augment
 per image in this process, to show where the time goes. About a minute in all.
 
     .venv/bin/python -m benchmarks.dataloader [--seconds 12] [--workers 0 1 2]
@@ -24,19 +25,15 @@ from PIL import Image
 
 from benchmarks.results import write_section
 from reidcore.preprocess import decode_image
-from training.data.loader import TrainLoaderConfig, build_train_loader, load_image
-from training.data.readers import read_market_folder
-from training.data.split import relabel
+from training.config import DataConfig
+from training.data.loader import load_image
 from training.data.transforms import TrainTransform, TrainTransformConfig
 from training.data.types import Sample
+from training.datasets import PreparedData, TrainLoader, prepare_data
+from training.distributed import DistInfo
 
-REAL = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "cuhk03-np-detected"
-    / "bounding_box_train"
-)
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cuhk03-np-detected"
+"""A Market-layout root (only ``bounding_box_train/`` is used)."""
 P, K = 16, 4
 
 
@@ -46,7 +43,8 @@ class Run:
 
     workers: int
     first_batch_s: float
-    """Seconds from creating the iterator to the first batch (worker start-up included)."""
+    """Seconds from creating the iterator to the first batch (worker start-up included: the
+    trainer's workers restart every epoch, so every epoch pays it)."""
     images: int
     """Images in the batches after the first."""
     seconds: float
@@ -59,10 +57,12 @@ class Run:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
 
-def generated_samples(folder: Path, n_ids: int = 150, per_id: int = 8) -> list[Sample]:
-    """Random-texture 64×128 JPEGs named like Market-1501, as a stand-in for real crops."""
+def generated_root(root: Path, n_ids: int = 150, per_id: int = 8) -> Path:
+    """A Market-layout ``root`` of random-texture 64×128 training JPEGs (stand-in for real
+    crops)."""
+    folder = root / "bounding_box_train"
+    folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    samples = []
     for pid in range(1, n_ids + 1):
         for j in range(per_id):
             path = folder / f"{pid:04d}_c{1 + j % 2}s1_{j:06d}_00.jpg"
@@ -71,16 +71,18 @@ def generated_samples(folder: Path, n_ids: int = 150, per_id: int = 8) -> list[S
             noise = rng.integers(-20, 21, size=(128, 64, 3))
             arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
             Image.fromarray(arr).save(path, quality=90)
-            samples.append(Sample(str(path), pid, 1 + j % 2))
-    return samples
+    return root
 
 
-def time_loader(
-    samples: Sequence[Sample], labels: Sequence[int], workers: int, budget_s: float
-) -> Run:
-    """Iterate one train loader for about ``budget_s`` seconds (or one epoch)."""
-    cfg = TrainLoaderConfig(p=P, k=K, num_workers=workers, seed=0)
-    loader = build_train_loader(samples, labels, cfg)
+def data_config(root: Path, workers: int) -> DataConfig:
+    """All of ``root``'s training images (no validation split), P×K batches, default augmentation."""
+    return DataConfig(format="market", root=str(root), val_ids=0, p=P, k=K, workers=workers)
+
+
+def time_loader(data: PreparedData, root: Path, workers: int, budget_s: float) -> Run:
+    """Iterate the trainer's loader for about ``budget_s`` seconds (or one epoch)."""
+    loader = TrainLoader(data, data_config(root, workers), seed=0, info=DistInfo())
+    loader.start_epoch(0)
     t0 = time.perf_counter()
     it = iter(loader)
     next(it)
@@ -92,7 +94,7 @@ def time_loader(
         if time.perf_counter() - t1 > budget_s:
             break
     t2, c2 = time.perf_counter(), time.process_time()
-    del it, loader  # stops the persistent workers
+    del it, loader  # stops the workers
     return Run(workers, t1 - t0, images, t2 - t1, c2 - c1)
 
 
@@ -121,20 +123,19 @@ def time_stages(samples: Sequence[Sample], n: int = 300) -> dict[str, float]:
     }
 
 
-def load_samples(tmp: Path) -> tuple[list[Sample], str]:
-    """The real CUHK03-NP training crops, else generated ones; and a description."""
-    if REAL.is_dir():
-        samples = read_market_folder(REAL)
-        return samples, f"real CUHK03-NP detected training crops ({REAL.name}, 64×128 JPEGs)"
-    samples = generated_samples(tmp)
-    return samples, "generated 64×128 JPEGs (../shared/data absent)"
+def dataset_root(tmp: Path) -> tuple[Path, str]:
+    """The real CUHK03-NP root, else a generated one; and a description."""
+    if (REAL / "bounding_box_train").is_dir():
+        return REAL, "real CUHK03-NP detected training crops (bounding_box_train, 64×128 JPEGs)"
+    return generated_root(tmp), "generated 64×128 JPEGs (../shared/data absent)"
 
 
 def report(runs: list[Run], stages: dict[str, float], source: str, n: int, load: str) -> str:
     """The RESULTS.md section body."""
     lines = [
         f"Data: {source}, {n} images. Batches of P={P} × K={K} at 256×128 with flip, "
-        "pad-crop, random erasing; `build_train_loader` as training uses it, no model.",
+        "pad-crop, random erasing; `prepare_data` + `TrainLoader` as the trainer uses them "
+        "(workers restart each epoch), no model.",
         f"Load average before the run: {load} (the 2 cores are shared with other work; "
         "figures are noisy and a lower bound of what an idle machine gives).",
         "",
@@ -166,23 +167,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
-        samples, source = load_samples(Path(tmp))
-        labelled, _ = relabel(samples)
-        labels = [s.pid for s in labelled]
-        print(f"data: {source}, {len(samples)} images; load average {load}")
-        stages = time_stages(samples)
+        root, source = dataset_root(Path(tmp))
+        data = prepare_data(data_config(root, 0))
+        print(f"data: {source}, {len(data.train)} images; load average {load}")
+        stages = time_stages(data.train)
         for name, ms in stages.items():
             print(f"  {name}: {ms:.2f} CPU ms/image")
         runs = []
         for workers in args.workers:
-            run = time_loader(samples, labels, workers, args.seconds)
+            run = time_loader(data, root, workers, args.seconds)
             print(
                 f"  workers={workers}: {run.rate:.0f} images/s "
                 f"(first batch {run.first_batch_s:.2f} s, {run.images} images timed, "
                 f"main-process CPU {1e3 * run.cpu_s / max(run.images, 1):.2f} ms/image)"
             )
             runs.append(run)
-    body = report(runs, stages, source, len(samples), load)
+    body = report(runs, stages, source, len(data.train), load)
     path = write_section(
         "dataloader", "Training data loader throughput", body, "python -m benchmarks.dataloader"
     )
