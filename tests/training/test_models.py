@@ -4,7 +4,6 @@ heads against hand-written references, weight loading and its errors."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,8 @@ from training.models import (
     resnet50,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SCHEMA = AttributeSchema(
     (
         Attribute("gender", ("male", "female")),
@@ -40,15 +41,6 @@ SMALL_BACKBONES = ("resnet18", "osnet_x0_25")
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny inputs: one intra-op thread is faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _images(n: int = 4, h: int = 64, w: int = 32) -> torch.Tensor:

@@ -4,7 +4,6 @@ gives identity-discriminative features on real CUHK03 crops."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,10 @@ from training.models import (
     osnet_x0_25,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CHECKPOINT = "osnet_x0_25_msmt17.pth"
 MSMT17_CLASSES = 1041
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: faster than two on a shared 2-core machine for these sizes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
