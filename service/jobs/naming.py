@@ -18,7 +18,6 @@ relative to the manifest's folder.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import logging
@@ -26,6 +25,8 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from reidcore.timestamps import epoch_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +75,11 @@ def parse_timestamp(value: Any, where: str) -> float:
         return float(value)
     text = str(value).strip()
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return epoch_seconds(text)
     except ValueError:
         raise ManifestFileError(
             f"{where}: timestamp {text!r} is not epoch seconds or ISO 8601"
         ) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.timestamp()
 
 
 def is_manifest(name: str) -> bool:

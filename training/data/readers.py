@@ -22,7 +22,6 @@ Every failure raises :class:`DatasetError` naming the file or folder at fault.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import logging
 import os
 import re
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reidcore.preprocess import ImageDecodeError, decode_image
+from reidcore.timestamps import epoch_seconds
 from training.data.errors import DatasetError, first_few
 from training.data.types import DISTRACTOR_ID, JUNK_ID, ReidDataset, Sample
 
@@ -284,23 +284,17 @@ def read_camera_folders(root: Path | str) -> LabelledCrops:
 
 
 def parse_timestamp(value: str, where: str) -> float | None:
-    """Seconds since the epoch from a number or an ISO 8601 time (naive times are UTC)."""
+    """Seconds since the epoch from a number or an ISO 8601 time (naive times are UTC); None
+    for an empty cell (:func:`reidcore.timestamps.epoch_seconds`)."""
     value = value.strip()
     if not value:
         return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(value)
+        return epoch_seconds(value)
     except ValueError:
         raise DatasetError(
             f"{where}: timestamp {value!r} is neither seconds nor ISO 8601"
         ) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.timestamp()
 
 
 CSV_COLUMNS = ("path", "identity", "camera")
