@@ -6,9 +6,13 @@ Run: ``.venv/bin/python -m benchmarks.inference`` (about 3-5 minutes on 2 cores)
   (random weights, 256x128, global embedding) and OSNet-x0.25 (torchreid MSMT17 weights when
   ../shared/weights has them, else random). Each runtime gets a warm-up run, then is timed
   for at least ``MIN_SECONDS`` of repeated calls; the median per-call time is reported.
-* Accuracy: the OSNet checkpoint's mAP on a CUHK03-NP validation split carved from
-  ../shared/data/cuhk03-np-detected (100 held-out identities, seed 0), fp32 vs int8 (int8
-  calibrated on 64 images of the remaining training identities). Skipped when absent.
+* int8 settings: the OSNet checkpoint's mAP on a CUHK03-NP validation split carved from
+  ../shared/data/cuhk03-np-detected (100 held-out identities, seed 0), fp32 vs int8 for each
+  setting of :data:`INT8_SETTINGS` (calibrated on images of the *remaining* training
+  identities, spread evenly over them as ``reid export`` does), with the drop's paired
+  standard error over queries, the cosine to the fp32 embeddings, the quantisation time and
+  the int8 speed at batch 32 against fp32 in alternating rounds of the same process.
+  Skipped when the data is absent.
 
 The CPU is shared with other jobs while this runs: figures are noisy, compare ratios
 measured in the same run rather than absolute numbers across runs.
@@ -32,8 +36,11 @@ import torch
 from benchmarks.results import write_section
 from export.checkpoint import load_for_export
 from export.onnx_export import OnnxExportConfig, export_onnx
-from export.validation import ValidationSet, embed, load_images, open_session, retrieval_metrics
-from export.variants import build_int8, build_optimized
+from export.pipeline import evenly_spaced
+from export.validation import ValidationSet, embed, load_images, open_session
+from export.variants import DEFAULT_INT8, Int8Config, build_int8, build_optimized
+from export.verify import row_cosine
+from reidcore.evaluation import EvaluationResult, evaluate_rank, pairwise_euclidean
 from reidcore.preprocess import PreprocessConfig, preprocess_batch
 from training.data.readers import read_market
 from training.data.split import split_validation
@@ -48,6 +55,34 @@ CFG = PreprocessConfig()  # 256x128, ImageNet mean/std, RGB
 BATCHES = (1, 32)
 MIN_SECONDS = 4.0
 """Minimum timed seconds per (runtime, batch) after the warm-up call."""
+INT8_SETTINGS: tuple[tuple[str, Int8Config, int], ...] = (
+    ("MinMax, 64 images (the old default)", Int8Config(keep_float=()), 64),
+    ("MinMax, 256", Int8Config(keep_float=()), 256),
+    ("MinMax, 1024", Int8Config(keep_float=()), 1024),
+    ("MinMax, 256, per-tensor weights", Int8Config(keep_float=(), per_channel=False), 256),
+    ("MinMax, 256, reduce_range", Int8Config(keep_float=(), reduce_range=True), 256),
+    ("MinMax, 256, moving average", Int8Config(keep_float=(), moving_average=True), 256),
+    ("Entropy, 256 (the default)", DEFAULT_INT8, 256),
+    (
+        "Percentile 99.99, 256, first conv float",
+        Int8Config(calibration="percentile", percentile=99.99, keep_float=("first_conv",)),
+        256,
+    ),
+    ("MinMax, 256, first conv float", Int8Config(keep_float=("first_conv",)), 256),
+    (
+        "MinMax, 256, first conv + neck float",
+        Int8Config(keep_float=("first_conv", "neck")),
+        256,
+    ),
+    (
+        "Percentile 99.999, 256, first conv float",
+        Int8Config(calibration="percentile", keep_float=("first_conv",)),
+        256,
+    ),
+)
+"""int8 settings compared on OSNet: (label, config, calibration images)."""
+SPEED_ROUNDS = 5
+"""Alternating fp32/int8 timing rounds per int8 setting."""
 
 
 @dataclass
@@ -136,11 +171,11 @@ def osnet_model() -> tuple[ReidModel, str]:
     return build_model(ModelConfig(backbone="osnet_x0_25"), 0).eval(), "OSNet-x0.25 (random)"
 
 
-def accuracy_rows(model: ReidModel, tmp: Path) -> list[str]:
-    """Markdown rows: fp32 vs int8 mAP/rank-1 of ``model`` on the CUHK03 validation split."""
+def cuhk03_split() -> tuple[ValidationSet, list[Path]] | None:
+    """The seed-0 CUHK03 validation split and the remaining training images (sorted)."""
     if not (CUHK03 / "bounding_box_train").is_dir():
-        print(f"{CUHK03} absent: accuracy part skipped")
-        return []
+        print(f"{CUHK03} absent: int8 accuracy part skipped")
+        return None
     train, query, gallery = split_validation(read_market(CUHK03).train, num_ids=100, seed=0)
     batch_of = lambda samples: preprocess_batch(load_images([Path(s.path) for s in samples]), CFG)  # noqa: E731
     vs = ValidationSet(
@@ -153,28 +188,135 @@ def accuracy_rows(model: ReidModel, tmp: Path) -> list[str]:
         gallery_cams=np.asarray([s.camid for s in gallery]),
         paths=[s.path for s in [*query, *gallery]],
     )
-    calibration = batch_of(train[:: max(1, len(train) // 64)][:64])
-    folder = tmp / "accuracy"
+    return vs, sorted(Path(s.path) for s in train)
+
+
+@dataclass
+class Int8Row:
+    """One int8 setting measured against fp32."""
+
+    label: str
+    fp32_map: float
+    mAP: float
+    drop: float
+    drop_se: float
+    cos_mean: float
+    cos_min: float
+    quantise_s: float
+    fp32_ips: float
+    int8_ips: float
+
+
+def alternating_speed(paths: list[Path], batch: np.ndarray) -> list[float]:
+    """Images/s of each file at ``batch``: median of :data:`SPEED_ROUNDS` alternating rounds."""
+    runners = [ort_runner(p, batch) for p in paths]
+    rates: list[list[float]] = [[] for _ in paths]
+    for _ in range(SPEED_ROUNDS):
+        for runner, rate in zip(runners, rates, strict=True):
+            rate.append(len(batch) / time_calls(runner, MIN_SECONDS / 4))
+    return [statistics.median(r) for r in rates]
+
+
+def int8_rows(model: ReidModel, tmp: Path) -> list[Int8Row]:
+    """Every :data:`INT8_SETTINGS` entry on the CUHK03 split, against the fp32 file."""
+    data = cuhk03_split()
+    if data is None:
+        return []
+    vs, train = data
+    folder = tmp / "int8"
     folder.mkdir()
-    fp32, int8 = folder / "model.onnx", folder / "model.int8.onnx"
+    fp32 = folder / "model.onnx"
     export_onnx(model, fp32, CFG.height, CFG.width, OnnxExportConfig())
-    build_int8(fp32, int8, calibration)
+    session = open_session(fp32)
+    ref_q, ref_g = embed(session, vs.query), embed(session, vs.gallery)
+    ref = per_query_metrics(vs, ref_q, ref_g)
+    print(f"int8 settings: fp32 mAP {100 * ref.mAP:.2f} on {vs.name}")
+    pools = {n: load_images(evenly_spaced(train, n)) for n in {n for *_, n in INT8_SETTINGS}}
+    speed_batch = np.ascontiguousarray(vs.query[:32])
     rows = []
-    results = {}
-    for label, path in (("ORT fp32", fp32), ("ORT int8 (QDQ)", int8)):
-        session = open_session(path)
-        results[label] = retrieval_metrics(vs, embed(session, vs.query), embed(session, vs.gallery))
-        r = results[label]
-        rows.append(f"| {label} | {100 * r.mAP:.2f} | {100 * r.rank(1):.2f} |")
-        print(f"accuracy {label}: mAP {100 * r.mAP:.2f} rank-1 {100 * r.rank(1):.2f}")
-    drop = 100 * (results["ORT fp32"].mAP - results["ORT int8 (QDQ)"].mAP)
-    rows.append(
-        f"\nint8 mAP drop: {drop:.2f} points ({len(query)} query, {len(gallery)} gallery; {vs.name})."
-    )
+    for label, cfg, n in INT8_SETTINGS:
+        int8 = folder / "model.int8.onnx"
+        t0 = time.perf_counter()
+        build_int8(fp32, int8, preprocess_batch(pools[n], CFG), cfg)
+        quantise_s = time.perf_counter() - t0
+        session = open_session(int8)
+        q, g = embed(session, vs.query), embed(session, vs.gallery)
+        r = per_query_metrics(vs, q, g)
+        cos = np.concatenate([row_cosine(q, ref_q), row_cosine(g, ref_g)])
+        fp32_ips, int8_ips = alternating_speed([fp32, int8], speed_batch)
+        rows.append(
+            Int8Row(
+                label,
+                100 * ref.mAP,
+                100 * r.mAP,
+                *paired_drop(ref, r),
+                float(cos.mean()),
+                float(cos.min()),
+                quantise_s,
+                fp32_ips,
+                int8_ips,
+            )
+        )
+        print(
+            f"int8 {label:45s} mAP {rows[-1].mAP:.2f} drop {rows[-1].drop:+.2f} "
+            f"(se {rows[-1].drop_se:.2f}) cos {rows[-1].cos_mean:.4f}/{rows[-1].cos_min:.4f} "
+            f"quantise {quantise_s:.0f} s  b32 int8 {int8_ips:.0f} vs fp32 {fp32_ips:.0f} img/s"
+        )
     return rows
 
 
-def render(speed: list[SpeedRow], accuracy: list[str], model_name: str) -> str:
+def per_query_metrics(vs: ValidationSet, q: np.ndarray, g: np.ndarray) -> EvaluationResult:
+    """Official mAP/CMC of ``q`` against ``g`` on ``vs``, keeping each query's AP."""
+    dist = pairwise_euclidean(q, g)
+    ids, cams = (vs.query_ids, vs.gallery_ids), (vs.query_cams, vs.gallery_cams)
+    return evaluate_rank(dist, *ids, *cams, return_per_query_ap=True)
+
+
+def paired_drop(fp32: EvaluationResult, int8: EvaluationResult) -> tuple[float, float]:
+    """mAP drop in points and its standard error over queries (paired per-query APs)."""
+    assert fp32.per_query_ap is not None and int8.per_query_ap is not None
+    diff = 100 * (fp32.per_query_ap - int8.per_query_ap)
+    diff = diff[np.isfinite(diff)]
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+def render_int8(rows: list[Int8Row], model_name: str, fp32_map: float) -> str:
+    """The int8 comparison table and how to read it."""
+    lines = [
+        f"int8 settings, {model_name}, on CUHK03-NP detected train, 100 held-out identities "
+        f"(seed 0; fp32 mAP {fp32_map:.2f}). Calibration images are spread evenly over the "
+        "other 667 identities, never the validation ones. Speed: batch 32, int8 vs fp32 "
+        f"timed in {SPEED_ROUNDS} alternating rounds in the same process (compare the ratio; "
+        f"absolute img/s vary with the shared CPU's load). Default (`DEFAULT_INT8`): "
+        f"`{DEFAULT_INT8}`.",
+        "",
+        "| int8 setting | mAP | drop (points) | drop s.e. | cos to fp32 mean / min | "
+        "quantise s | int8 img/s | fp32 img/s | int8 / fp32 | within 0.5 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = [
+        "",
+        "How to read it: the drop's standard error (paired over the 200 queries) is about "
+        "0.45 points, as large as the 0.5-point rule, and the drop moves by up to 1.5 points "
+        "when only the calibration subset changes (MinMax 256: 0.5-1.1; first conv float: "
+        "0.03-1.51 over other subsets/splits), so the rule cannot rank settings that differ "
+        "by less than ~1 point; the cosine to fp32 is the steadier fidelity measure. OSNet "
+        "x0.25 is too small for int8 to pay here: the whole graph runs as QLinear ops yet "
+        "int8 is within noise of fp32 (0.7-1.2x across rows and runs); a float first conv "
+        "costs ~25 %. The default is the passing setting with full-int8 speed and the best "
+        "cosine among those that passed (per-tensor weights passed with cosine 0.976).",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.label} | {r.mAP:.2f} | {r.drop:+.2f} | {r.drop_se:.2f} | "
+            f"{r.cos_mean:.4f} / {r.cos_min:.4f} | {r.quantise_s:.0f} | {r.int8_ips:.0f} | "
+            f"{r.fp32_ips:.0f} | {r.int8_ips / r.fp32_ips:.2f} | "
+            f"{'yes' if r.drop <= 0.5 else 'no'} |"
+        )
+    return "\n".join(lines + notes)
+
+
+def render(speed: list[SpeedRow], int8: list[Int8Row], model_name: str, fp32_map: float) -> str:
     """The RESULTS.md section body."""
     lines = [
         "| model | runtime | img/s batch 1 | img/s batch 32 | x eager (b32) |",
@@ -193,11 +335,8 @@ def render(speed: list[SpeedRow], accuracy: list[str], model_name: str) -> str:
         "fp16 is not timed: it targets the CUDA EP and this host has no GPU. "
         "**The CPU was shared with other engineers' jobs during the run: numbers are noisy.**"
     )
-    if accuracy:
-        body += (
-            f"\n\nAccuracy, {model_name}:\n\n| runtime | mAP | rank-1 |\n|---|---|---|\n"
-            + "\n".join(accuracy)
-        )
+    if int8:
+        body += "\n\n" + render_int8(int8, model_name, fp32_map)
     return body
 
 
@@ -215,13 +354,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         speed = speed_rows("ResNet-50", resnet, inputs, Path(tmp))
         speed += speed_rows("OSNet-x0.25", osnet, inputs, Path(tmp))
-        accuracy = accuracy_rows(osnet, Path(tmp))
+        int8 = int8_rows(osnet, Path(tmp))
     print(f"total {time.perf_counter() - started:.0f} s")
     if not args.no_write:
         path = write_section(
             "inference",
             "Inference: PyTorch eager vs ONNX Runtime fp32 / optimized / int8",
-            render(speed, accuracy, osnet_name),
+            render(speed, int8, osnet_name, int8[0].fp32_map if int8 else 0.0),
             "python -m benchmarks.inference",
         )
         print(f"wrote {path}")

@@ -31,7 +31,16 @@ from PIL import Image
 from export.checkpoint import LoadedCheckpoint, load_for_export
 from export.onnx_export import INPUT_NAME, OnnxExportConfig, export_onnx, graph_opset
 from export.validation import ValidationSet, list_images, load_images, load_validation_set
-from export.variants import MAX_MAP_DROP_POINTS, Measured, VariantOutcome, make_variant, measure
+from export.variants import (
+    DEFAULT_CALIBRATION_COUNT,
+    DEFAULT_INT8,
+    MAX_MAP_DROP_POINTS,
+    Int8Config,
+    Measured,
+    VariantOutcome,
+    make_variant,
+    measure,
+)
 from export.verify import (
     ParityReport,
     ParityTolerance,
@@ -93,8 +102,10 @@ class ExportOptions:
     """Also export the ``local`` stripe features (needs a model with a local branch)."""
     parity_images: int = 32
     """Images compared between PyTorch and ONNX Runtime."""
-    calibration_count: int = 64
-    """Images used to calibrate int8."""
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT
+    """Images used to calibrate int8 (spread evenly over the calibration source)."""
+    int8: Int8Config = DEFAULT_INT8
+    """How the int8 variant is quantised."""
     max_map_drop_points: float = MAX_MAP_DROP_POINTS
     """Largest accepted mAP fall of a variant vs fp32, in percentage points."""
     onnx: OnnxExportConfig = field(default_factory=OnnxExportConfig)
@@ -262,7 +273,16 @@ def _export_in(
     if vs is not None:
         base = measure(model_path, vs)
         outcomes = [
-            make_variant(name, model_path, staging, vs, base, calibration, opts.max_map_drop_points)
+            make_variant(
+                name,
+                model_path,
+                staging,
+                vs,
+                base,
+                calibration,
+                opts.max_map_drop_points,
+                opts.int8,
+            )
             for name in opts.variants
         ]
         manifest = with_measurements(manifest, base, vs, outcomes)

@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--variants", default="", help="comma list of optimized, fp16, int8")
     parser.add_argument(
+        "--calibration-count",
+        type=int,
+        help="int8 calibration images, never validation ones (default 256)",
+    )
+    parser.add_argument(
         "--include-local", action="store_true", help="also export the local stripes"
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from export.checkpoint import CheckpointError
     from export.onnx_export import OnnxExportConfig
     from export.pipeline import ExportError, ExportOptions, export_model_folder
-    from export.variants import parse_variants
+    from export.variants import DEFAULT_CALIBRATION_COUNT, parse_variants
     from reidcore.cli import CommandError
 
     try:
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             validation=args.validation,
             validation_ids=args.validation_ids,
             variants=tuple(parse_variants(args.variants)),
+            calibration_count=args.calibration_count or DEFAULT_CALIBRATION_COUNT,
             include_local=args.include_local,
             onnx=OnnxExportConfig(opset=args.opset, exporter=args.exporter),
             overwrite=args.overwrite,
