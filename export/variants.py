@@ -16,8 +16,9 @@ int8          static QDQ quantisation for the CPU, uint8 activations and per-cha
               ``quant_pre_process`` then ``quantize_static`` on real images that are not
               in the validation split, as :class:`Int8Config` says. Default
               (:data:`DEFAULT_INT8`): Entropy calibration on 256 images, every node int8
-              but the L2 norm/softmax tail: on OSNet x0.25 / CUHK03 the only setting that
-              stayed within 0.5 points with full-int8 speed (MinMax lost 0.67-0.97). The
+              but the L2 norm/softmax tail: on OSNet x0.25 / CUHK03 it stayed within 0.5
+              points (MinMax lost 0.67-0.97) with the best fidelity of the passing settings
+              (per-tensor weights and MinMax moving average passed with worse cosines). The
               drop's standard error over 200 queries is ~0.45 points, as large as the rule:
               settings within ~0.5 of each other are not told apart by it (RESULTS.md).
 ============  ===============================================================================
