@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.results import write_section
+from benchmarks.results import load_note, write_section
 from export.checkpoint import load_for_export
 from export.onnx_export import OnnxExportConfig, export_onnx
 from export.pipeline import evenly_spaced
@@ -332,8 +332,7 @@ def render(speed: list[SpeedRow], int8: list[Int8Row], model_name: str, fp32_map
     body += (
         "\n\nSame inputs (real CUHK03 crops when present), same process, ORT with all graph "
         f"optimisations and {os.cpu_count()} intra-op threads, torch {torch.get_num_threads()} threads. "
-        "fp16 is not timed: it targets the CUDA EP and this host has no GPU. "
-        "**The CPU was shared with other engineers' jobs during the run: numbers are noisy.**"
+        "fp16 is not timed: it targets the CUDA EP and this host has no GPU. " + load_note()
     )
     if int8:
         body += "\n\n" + render_int8(int8, model_name, fp32_map)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.results import write_section
+from benchmarks.results import load_note, write_section
 from reidcore.evaluation import evaluate_rank, pairwise_euclidean
 from reidcore.rerank import (
     available_memory_bytes,
@@ -350,9 +350,7 @@ def main() -> int:
         "{query} + gallery; unscored items follow in original order. Time per query excludes "
         "the top-K search; the last row of each gallery gives the list build time and the "
         "incremental add() cost. BLAS threads were left at the default: the per-query work is "
-        "gather/compare/sort, not BLAS. "
-        "The 2 CPU cores were shared with other engineers' jobs during the run: timings are "
-        "noisy upwards.\n\n" + _table(rows)
+        "gather/compare/sort, not BLAS. " + load_note() + "\n\n" + _table(rows)
     )
     write_section(
         "rerank",

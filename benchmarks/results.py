@@ -55,3 +55,28 @@ def write_section(name: str, title: str, body: str, command: str) -> Path:
         text = text.rstrip() + "\n\n" + block
     RESULTS.write_text(text.rstrip() + "\n")
     return RESULTS
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+_LOAD_AT_START = _load_average()  # benchmarks import this module before they start working
+
+
+def load_note() -> str:
+    """The 1-minute load average when the benchmark started, and whether other work was
+    competing for the CPU (read at import, before the benchmark's own load)."""
+    load = _LOAD_AT_START
+    if load is None:
+        return "Load average unknown."
+    cores = os.cpu_count() or 1
+    if load > 0.5 * cores:
+        return (
+            f"Load average {load:.2f} on {cores} cores at the start: other work competed for "
+            "the CPU, timings are noisy upwards."
+        )
+    return f"Load average {load:.2f} on {cores} cores at the start (otherwise idle machine)."

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import os
 import socket
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.results import write_section
+from benchmarks.results import load_note, write_section
 from reidcore.preprocess import preprocess_batch
 from reidcore.synthetic_features import make_clustered_features
 from service.gallery import GalleryManager, IndexOptions, NewItem, SearchFilter
@@ -147,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     from tests.service.tiny_model import write_tiny_model_folder
 
     t_start = time.perf_counter()
-    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_tiny_model_folder(Path(tmp) / "model", dim=DIM, height=256, width=128)
         settings = Settings(
@@ -247,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{insert_s:.1f} s; service start with index rebuild from SQLite {startup_s:.1f} s.\n"
         f"Non-model part (decode + search + serialisation, p50 sum): {non_model:.1f} ms (target <= 15 ms). "
         f"Re-ranking adds {rerank_add:.1f} ms p50 (target <= 20 ms). "
-        f"Load average at start {load:.2f} on a CPU shared with other engineers: treat p99 as noisy.\n"
+        f"{load_note()}\n"
     )
     print(body)
     write_section(

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.results import write_section
+from benchmarks.results import load_note, write_section
 from service.app import create_app
 from service.gallery import GalleryManager, IndexOptions
 from service.jobs import ArchiveLimits, IndexConfig, index_source, open_source
@@ -145,7 +145,7 @@ def main() -> None:
                 data_dir=data,
                 micro_batching=batching,
                 max_inflight_requests=256,
-            )  # type: ignore[arg-type]
+            )
             with serve(create_app(settings)) as url:
                 search_load(url, query, 4)  # warm-up
                 for clients in CONCURRENCY:
@@ -159,7 +159,7 @@ def main() -> None:
     body = [
         f"Model: {model_note}, input {runtime.preprocess.height}x{runtime.preprocess.width}, "
         f"dim {runtime.dim}, providers {runtime.providers}. Crops: {len(files)} CUHK03-NP "
-        "train JPEGs. The CPU is shared with other engineers' jobs: timings are noisy.",
+        f"train JPEGs. {load_note()}",
         "",
         "| measurement | images/s |",
         "| --- | --- |",
