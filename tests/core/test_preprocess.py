@@ -76,3 +76,24 @@ def test_config_roundtrip_and_validation() -> None:
         PreprocessConfig(interpolation="cubic-ish")
     with pytest.raises(ValueError, match="channel order"):
         PreprocessConfig(channel_order="RBG")
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_to_array_into_out_buffer_matches_reference(order: str) -> None:
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 256, size=(40, 30, 3), dtype=np.uint8)
+    cfg = PreprocessConfig(
+        height=40, width=30, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), channel_order=order
+    )
+    out = np.full((3, 40, 30), np.nan, dtype=np.float32)
+    got = to_array(Image.fromarray(arr), cfg, out=out)
+    assert got is out and got.dtype == np.float32
+    chans = arr[..., ::-1] if order == "BGR" else arr
+    ref = ((chans / 255.0 - np.array(cfg.mean)) / np.array(cfg.std)).transpose(2, 0, 1)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_non_rgb_modes_are_converted() -> None:
+    gray = Image.fromarray(np.full((8, 4), 200, dtype=np.uint8), mode="L")
+    x = to_array(gray, PreprocessConfig(height=8, width=4, mean=(0, 0, 0), std=(1, 1, 1)))
+    np.testing.assert_allclose(x, 200 / 255, atol=1e-6)
