@@ -30,7 +30,7 @@ from service.gallery import GalleryManager, IndexOptions
 from service.jobs import ArchiveLimits, IndexConfig, index_source, open_source
 from service.runtime import ModelRuntime, RuntimeOptions
 from service.settings import Settings
-from tests.service.live import serve
+from service.threaded import serve_in_thread
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def main() -> None:
                 micro_batching=batching,
                 max_inflight_requests=256,
             )
-            with serve(create_app(settings)) as url:
+            with serve_in_thread(create_app(settings)) as url:
                 search_load(url, query, 4)  # warm-up
                 for clients in CONCURRENCY:
                     m = search_load(url, query, clients)

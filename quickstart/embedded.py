@@ -15,8 +15,6 @@ import re
 import socket
 import sqlite3
 import tarfile
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +24,10 @@ import numpy as np
 from tqdm import tqdm
 
 from quickstart.client import ReidClient, ServiceCallError
+from service.threaded import ServerStartError, ThreadedServer, bind_socket
 
 logger = logging.getLogger(__name__)
 
-START_TIMEOUT_S = 120.0
 """Longest wait for the service to load its model and galleries."""
 ITEMS_BATCH = 32
 """Images per ``POST /v1/galleries/{g}/items`` request when the jobs API is absent."""
@@ -54,58 +52,20 @@ class GalleryImage:
 
 def bind_port(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on ``host:port`` (0: any free port), or :class:`DemoError`."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.bind((host, port))
+        return bind_socket(host, port)
     except OSError as exc:
-        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise DemoError(
                 f"port {port} on {host} is already in use: stop what listens there or pass "
                 "--port N (0 picks a free port)"
             ) from None
         raise DemoError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
-    return sock
-
-
-class EmbeddedService:
-    """The service app under uvicorn in a daemon thread, on a socket bound beforehand."""
-
-    def __init__(self, app: Any, sock: socket.socket) -> None:
-        import uvicorn
-
-        self._sock = sock
-        host, port = sock.getsockname()[:2]
-        self.url = f"http://{host}:{port}"
-        config = uvicorn.Config(app, lifespan="on", access_log=False, log_config=None)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="reid-serve"
-        )
-
-    def start(self) -> None:
-        """Start and wait until the lifespan (model, galleries) has finished loading."""
-        self._thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise DemoError(f"the service did not start on {self.url} (see the log above)")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise DemoError(f"the service did not start within {START_TIMEOUT_S:.0f} s")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Ask uvicorn to shut down (lifespan close included) and wait for it."""
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=30.0)
-        self._sock.close()
 
 
 def start_service(
     model_dir: Path, data_dir: Path, sock: socket.socket, max_k: int
-) -> EmbeddedService:
+) -> ThreadedServer:
     """Create the app over ``model_dir``/``data_dir`` and serve it on ``sock``."""
     from service.app import create_app
     from service.settings import Settings
@@ -120,8 +80,11 @@ def start_service(
         auth_mode="none",
         api_keys=[],
     )
-    service = EmbeddedService(create_app(settings), sock)
-    service.start()
+    service = ThreadedServer(create_app(settings), sock)
+    try:
+        service.start()
+    except ServerStartError as exc:
+        raise DemoError(f"{exc} (see the log above)") from None
     return service
 
 

@@ -36,7 +36,6 @@ from typing import Any
 from quickstart.client import ReidClient, ServiceCallError
 from quickstart.embedded import (
     DemoError,
-    EmbeddedService,
     GalleryImage,
     bind_port,
     index_gallery,
@@ -44,6 +43,7 @@ from quickstart.embedded import (
 )
 from quickstart.report import QueryRun, examples, run_queries
 from reidcore.evaluation import EvaluationResult, format_results_table
+from service.threaded import ThreadedServer
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ def run_demo(opts: DemoOptions, echo: Echo) -> DemoResult:
         read_splits(opts.dataset)  # a bad root fails before the port is taken
     sock = bind_port(opts.host, opts.port)
     steps = Steps(echo)
-    service: EmbeddedService | None = None
+    service: ThreadedServer | None = None
     client: ReidClient | None = None
     try:
         with steps.step("dataset", "Dataset"):
@@ -401,7 +401,7 @@ def sleep_forever() -> None:
 
 
 def serve_until_interrupted(
-    service: EmbeddedService, gallery: str, echo: Echo, wait: Callable[[], None] = sleep_forever
+    service: ThreadedServer, gallery: str, echo: Echo, wait: Callable[[], None] = sleep_forever
 ) -> None:
     """Print where the service is and block (``wait``) until Ctrl-C."""
     echo(f"\nThe service keeps running at {service.url}")

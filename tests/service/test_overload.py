@@ -11,8 +11,8 @@ import pytest
 
 from service.app import create_app
 from service.settings import Settings
+from service.threaded import serve_in_thread
 from tests.service.conftest import random_image
-from tests.service.live import serve
 
 IMAGE = random_image(3)
 
@@ -43,7 +43,7 @@ def test_flood_gets_429_with_retry_after(
 ) -> None:
     settings = Settings(model_dir=model_dir, data_dir=tmp_path, retry_after_s=2, **overrides)  # type: ignore[arg-type]
     app = create_app(settings)
-    with serve(app) as url:
+    with serve_in_thread(app) as url:
         app.state.runtime.observers.append(lambda n, s: time.sleep(0.05))  # a slow model
         responses = _flood(url, clients=12, per_client=3)
         metrics = httpx.get(f"{url}/metrics").text
@@ -60,7 +60,7 @@ def test_flood_gets_429_with_retry_after(
 
 def test_health_is_not_subject_to_admission(model_dir: Path, tmp_path: Path) -> None:
     app = create_app(Settings(model_dir=model_dir, data_dir=tmp_path, max_inflight_requests=1))
-    with serve(app) as url:
+    with serve_in_thread(app) as url:
         app.state.runtime.observers.append(lambda n, s: time.sleep(0.2))
         with ThreadPoolExecutor(3) as pool:
             slow = [pool.submit(_flood, url, 1, 1) for _ in range(2)]

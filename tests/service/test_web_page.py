@@ -24,8 +24,8 @@ from PIL import Image
 
 from service.app import create_app
 from service.settings import Settings
+from service.threaded import serve_in_thread
 from service.web.routes import ASSETS, WEB_DIR
-from tests.service.live_server import live_server
 
 GALLERY = "people"
 N_ITEMS = 12
@@ -125,7 +125,7 @@ def browser(chromium: str) -> Iterator[Any]:
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app under uvicorn with gallery ``people``: N_ITEMS items, thumbnails in metadata."""
     settings = Settings(model_dir=model_dir, data_dir=tmp_path_factory.mktemp("web_data"))
-    with live_server(create_app(settings)) as url:
+    with serve_in_thread(create_app(settings)) as url:
         pngs = [person_png(i) for i in range(N_ITEMS)]
         items = [
             {
@@ -328,7 +328,7 @@ def keyed_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         pytest.skip("this version of the service has no API keys (Settings.auth_mode)")
     keys: dict[str, Any] = {"auth_mode": "all", "api_keys": "secret-key"}
     settings = Settings(model_dir=model_dir, data_dir=tmp_path_factory.mktemp("web_keyed"), **keys)
-    with live_server(create_app(settings)) as url:
+    with serve_in_thread(create_app(settings)) as url:
         yield url
 
 
@@ -346,6 +346,9 @@ def test_api_key_is_sent_when_typed(browser: Any, keyed_server: str) -> None:
         pg.fill("#api-key", "secret-key")
         pg.dispatch_event("#api-key", "change")
         pg.wait_for_selector("#error", state="hidden")
+        pg.wait_for_selector(
+            "#gallery option", state="attached"
+        )  # the list fills after the error clears
         options = pg.eval_on_selector_all("#gallery option", "os => os.map(o => o.textContent)")
         assert options == ["no gallery yet: add images below"]
     finally:
