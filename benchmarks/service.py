@@ -119,6 +119,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=None, help="model folder to measure")
     parser.add_argument("--images", type=int, default=1024, help="crops to bulk-index")
+    parser.add_argument(
+        "--section",
+        default="service",
+        help="RESULTS.md section to write (e.g. service_resnet50 for a second model)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -176,12 +181,11 @@ def main() -> None:
         f"| {'on' if b else 'off'} | {c} | {m['p50']:.1f} | {m['p99']:.1f} | {m['rps']:.1f} | {m['errors']:.0f} |"
         for b, c, m in rows
     ]
-    write_section(
-        "service",
-        "Service: bulk indexing and search under concurrency",
-        "\n".join(body),
-        "python -m benchmarks.service",
-    )
+    command = "python -m benchmarks.service " + " ".join(sys.argv[1:])
+    title = "Service: bulk indexing and search under concurrency"
+    if args.section != "service":
+        title += f" ({args.section})"
+    write_section(args.section, title, "\n".join(body), command.strip())
 
 
 if __name__ == "__main__":
