@@ -338,7 +338,13 @@ def report(
         + "; 'stored embeddings' rows rank the whole gallery from /v1/embed query vectors "
         "and the vectors the gallery stored."
     )
-    for text in examples(client, queries, run, opts.examples):
+    shown = examples(client, queries, run, opts.examples)
+    if shown:
+        echo(
+            "\nExample matches, re-ranked: ordered by the re-ranked distance; score is the "
+            "cosine similarity of the embeddings, so it need not decrease down the list."
+        )
+    for text in shown:
         echo("\n" + text)
 
 
