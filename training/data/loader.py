@@ -185,6 +185,10 @@ def seed_worker(worker_id: int) -> None:
     logger.debug("worker %d seeded with %d", worker_id, info.seed)
 
 
+WORKER_START_METHOD = "forkserver"
+"""How DataLoader worker processes start (see :func:`make_loader`)."""
+
+
 def make_loader(
     dataset: ReidImageDataset,
     *,
@@ -203,6 +207,10 @@ def make_loader(
     :func:`seed_worker` from ``generator`` (so a seeded generator makes the augmentation
     reproducible). Without a ``sampler`` the samples come in order. ``persistent_workers``
     applies only when ``num_workers > 0``.
+
+    Workers start through a fork server, not a plain ``fork`` of this process: a process
+    that already runs threads (ONNX Runtime pools, a web server, torch's own) can fork a
+    worker while one of them holds a lock, and that worker then waits forever.
     """
     return DataLoader(
         dataset,
@@ -215,6 +223,7 @@ def make_loader(
         generator=generator,
         worker_init_fn=seed_worker if num_workers > 0 else None,
         persistent_workers=persistent_workers and num_workers > 0,
+        multiprocessing_context=WORKER_START_METHOD if num_workers > 0 else None,
     )
 
 
