@@ -115,6 +115,38 @@ def search_load(url: str, query: bytes, clients: int) -> dict[str, float]:
     }
 
 
+def overload_latency(
+    url: str, query: bytes, clients: int = 32, per_client: int = 8
+) -> dict[str, float]:
+    """A bounded flood of searches past ``max_inflight_requests``: how fast a refusal comes.
+
+    Returns the count of 200s and 429s and the client-side p50/p99/max of the 429s (ms).
+    """
+
+    def loop(_: int) -> list[tuple[float, int]]:
+        out = []
+        with httpx.Client(base_url=url, timeout=60) as c:
+            for _ in range(per_client):
+                t0 = time.perf_counter()
+                r = c.post("/v1/galleries/bench/search", files={"image": ("q.jpg", query)})
+                out.append((time.perf_counter() - t0, r.status_code))
+        return out
+
+    with ThreadPoolExecutor(clients) as pool:
+        results = [x for xs in pool.map(loop, range(clients)) for x in xs]
+    refused = np.array([t for t, s in results if s == 429]) * 1000
+    ok = sum(s == 200 for _, s in results)
+    if refused.size == 0:
+        return {"ok": float(ok), "refused": 0.0, "p50": 0.0, "p99": 0.0, "max": 0.0}
+    return {
+        "ok": float(ok),
+        "refused": float(refused.size),
+        "p50": float(np.percentile(refused, 50)),
+        "p99": float(np.percentile(refused, 99)),
+        "max": float(refused.max()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=None, help="model folder to measure")
@@ -161,6 +193,14 @@ def main() -> None:
                         f"p50 {m['p50']:.1f} ms, p99 {m['p99']:.1f} ms, {m['rps']:.1f} req/s, "
                         f"{m['errors']:.0f} errors"
                     )
+        overload_settings = Settings(model_dir=model_dir, data_dir=data, max_inflight_requests=4)
+        with serve_in_thread(create_app(overload_settings)) as url:
+            over = overload_latency(url, query)
+        print(
+            f"overload (32 clients x 8, max_inflight_requests=4): {over['ok']:.0f} answered, "
+            f"{over['refused']:.0f} refused; 429 in p50 {over['p50']:.1f} ms, "
+            f"p99 {over['p99']:.1f} ms, max {over['max']:.1f} ms"
+        )
     body = [
         f"Model: {model_note}, input {runtime.preprocess.height}x{runtime.preprocess.width}, "
         f"dim {runtime.dim}, providers {runtime.providers}. Crops: {len(files)} CUHK03-NP "
@@ -180,6 +220,16 @@ def main() -> None:
     body += [
         f"| {'on' if b else 'off'} | {c} | {m['p50']:.1f} | {m['p99']:.1f} | {m['rps']:.1f} | {m['errors']:.0f} |"
         for b, c, m in rows
+    ]
+    body += [
+        "",
+        "Overload: 32 clients × 8 searches against `max_inflight_requests=4` (client-side time "
+        "from send to the 429 answer):",
+        "",
+        "| answered 200 | refused 429 | 429 p50 ms | 429 p99 ms | 429 max ms |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {over['ok']:.0f} | {over['refused']:.0f} | {over['p50']:.1f} | {over['p99']:.1f} | "
+        f"{over['max']:.1f} |",
     ]
     command = "python -m benchmarks.service " + " ".join(sys.argv[1:])
     title = "Service: bulk indexing and search under concurrency"
