@@ -93,19 +93,10 @@ def bulk_index_speed(runtime: ModelRuntime, folder: Path, data: Path) -> tuple[f
 def search_load(url: str, query: bytes, clients: int) -> dict[str, float]:
     """``REQUESTS_PER_LEVEL`` searches spread over ``clients`` threads."""
     per_client = max(1, REQUESTS_PER_LEVEL // clients)
-
-    def loop(_: int) -> list[tuple[float, int]]:
-        out = []
-        with httpx.Client(base_url=url, timeout=60) as c:
-            for _ in range(per_client):
-                t0 = time.perf_counter()
-                r = c.post("/v1/galleries/bench/search", files={"image": ("q.jpg", query)})
-                out.append((time.perf_counter() - t0, r.status_code))
-        return out
-
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        results = [x for xs in pool.map(loop, range(clients)) for x in xs]
+        jobs = [pool.submit(_search_loop, url, query, per_client) for _ in range(clients)]
+        results = [x for j in jobs for x in j.result()]
     wall = time.perf_counter() - t0
     lat = np.array([t for t, s in results if s == 200]) * 1000
     return {
