@@ -49,6 +49,7 @@ COPY reidcore /opt/reid-build/src/reidcore
 COPY service /opt/reid-build/src/service
 COPY training /opt/reid-build/src/training
 COPY export /opt/reid-build/src/export
+COPY quickstart /opt/reid-build/src/quickstart
 # The build fails if PyTorch got into the service image by any route.
 RUN pip install --no-cache-dir --no-deps /opt/reid-build/src \
     && pip check \
@@ -82,6 +83,7 @@ COPY reidcore /opt/reid-build/src/reidcore
 COPY service /opt/reid-build/src/service
 COPY training /opt/reid-build/src/training
 COPY export /opt/reid-build/src/export
+COPY quickstart /opt/reid-build/src/quickstart
 RUN pip install --no-cache-dir --no-deps /opt/reid-build/src \
     && pip check \
     && rm -rf /opt/reid-build \

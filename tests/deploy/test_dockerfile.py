@@ -229,6 +229,22 @@ def test_reid_help_lists_the_flags_the_image_uses(dockerfile: Dockerfile, subcom
 # --- build context ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stage", ["service", "train"])
+def test_every_package_of_the_project_is_copied(dockerfile: Dockerfile, stage: str) -> None:
+    # `reid` imports every subcommand's module to build its parser: a package missing from
+    # the image breaks every command, `reid serve` included.
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {
+        inst.args.split()[0]
+        for inst in dockerfile.stages[stage].all("COPY")
+        if not inst.args.startswith("--")
+    }
+    assert packages <= copied, f"{stage} image lacks {sorted(packages - copied)}"
+
+
 def test_copied_paths_exist_and_are_in_the_build_context(dockerfile: Dockerfile) -> None:
     patterns = dockerignore_patterns(DOCKERIGNORE.read_text(encoding="utf-8"))
     sources = [
