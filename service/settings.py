@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     """HNSW search breadth."""
     rerank_shortlist: int = Field(default=100, ge=2)
     """Candidates re-ranked when a search asks for re-ranking."""
+    rerank_mode: Literal["exact", "shortlist"] = "exact"
+    """exact: the full algorithm's distances on query + whole gallery (neighbour lists built on
+    a gallery's first re-ranked search, then kept current); shortlist: the algorithm on query +
+    shortlist alone (no extra memory, lower fidelity). Filtered searches use shortlist."""
     rerank_k1: int = Field(default=20, ge=1)
     """k-reciprocal re-ranking k1."""
     rerank_k2: int = Field(default=6, ge=1)
@@ -147,6 +151,7 @@ class Settings(BaseSettings):
     def rerank_params(self) -> RerankParams:
         return RerankParams(
             shortlist=self.rerank_shortlist,
+            mode=self.rerank_mode,
             k1=self.rerank_k1,
             k2=self.rerank_k2,
             lambda_value=self.rerank_lambda,

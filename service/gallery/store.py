@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import InvalidInput, ItemNotFound, ModelMismatch
+from service.gallery.exact_rerank import ExactReranker
 from service.gallery.search import FaissIndex, IndexOptions, exact_search, needs_faiss
 
 logger = logging.getLogger(__name__)
@@ -99,13 +100,28 @@ class SearchFilter:
     min_score: float | None = None
     """Minimum cosine score."""
 
+    def is_empty(self) -> bool:
+        """True when every item may match."""
+        return (
+            self.cameras is None
+            and not self.exclude_cameras
+            and self.time_from is None
+            and self.time_to is None
+            and self.min_score is None
+        )
+
 
 @dataclass(frozen=True)
 class RerankParams:
-    """k-reciprocal re-ranking of the shortlist."""
+    """k-reciprocal re-ranking of a search."""
 
     shortlist: int = 100
     """Candidates (top by plain score) that are re-ranked."""
+    mode: str = "exact"
+    """``exact``: the full algorithm's distances on query + whole gallery, for the shortlist
+    and its neighbours' lists (:mod:`service.gallery.exact_rerank`); used for unfiltered
+    searches. ``shortlist``: the algorithm on query + shortlist alone (always used under a
+    filter, where the whole gallery is not the set being ranked)."""
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3
@@ -188,6 +204,7 @@ class Gallery:
         self._cam_code: dict[str, int] = {}
         self._dead = 0
         self._faiss = FaissIndex(dim, options) if needs_faiss(options) else None
+        self._exact: ExactReranker | None = None  # built by the first exact re-ranked search
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -285,6 +302,10 @@ class Gallery:
             cams = np.array([self._code(items[j].camera) for _, j in new_rows], dtype=np.int32)
             times = np.array([items[j].timestamp for _, j in new_rows], dtype=np.float64)
             self._append_rows(ids, cams, times, emb[[j for _, j in new_rows]], update_index=True)
+            exact, n = self._exact, self._rows.n
+            matrix, alive = self._rows.matrix[:n], self._rows.alive[:n].copy()
+        if exact is not None and len(ids):  # keep its lists current here, not in a search
+            exact.refresh(matrix, alive)
         logger.debug(
             "gallery %s: %d added, %d already present", self.name, len(ids), len(items) - len(ids)
         )
@@ -360,6 +381,7 @@ class Gallery:
         fresh = _Rows(self.dim, capacity=max(1024, 2 * len(keep)))
         fresh.append(r.ids[keep], r.cams[keep], r.times[keep], r.matrix[keep])
         self._rows, self._dead = fresh, 0
+        self._exact = None  # row numbers changed: the next re-ranked search rebuilds it
         self._row_of = {int(i): k for k, i in enumerate(fresh.ids[: fresh.n].tolist())}
         if self._faiss is not None:
             self._faiss.rebuild(fresh.matrix[: fresh.n])
@@ -422,7 +444,9 @@ class Gallery:
         """Top-``k`` items for ``query`` [dim] (unit vector), exact under ``filt``.
 
         With ``rerank``, the ``rerank.shortlist`` best candidates are re-ranked with
-        k-reciprocal re-ranking and the best ``k`` of them returned, by re-ranked distance.
+        k-reciprocal re-ranking and the best ``k`` of them returned, by re-ranked distance:
+        exactly as the full algorithm on query + gallery (plus the neighbours' lists) when
+        ``rerank.mode`` is ``exact`` and there is no filter, on query + shortlist otherwise.
         """
         filt = filt or SearchFilter()
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
@@ -431,19 +455,32 @@ class Gallery:
                 f"query has dimension {q.shape[0]}, gallery {self.name!r} has {self.dim}"
             )
         depth = max(k, rerank.shortlist) if rerank else k
+        exact = rerank is not None and rerank.mode == "exact" and filt.is_empty()
         with self._lock:  # snapshot: rows below n are never modified in place
             r = self._rows
             n = r.n
             matrix, ids = r.matrix[:n], r.ids[:n]
-            mask = self._mask(filt, n, r.alive[:n], r.cams[:n], r.times[:n])
-            if self._faiss is not None:
-                rows, scores = self._faiss.search(matrix, q, depth, mask, filt.min_score)
-        if self._faiss is None:
-            rows, scores = exact_search(matrix, q, depth, mask, filt.min_score)
-        if rerank is not None and len(rows) > 1:
-            rows, scores, dists = _rerank(q, matrix, rows, scores, k, rerank)
+            if exact and rerank is not None:
+                alive = r.alive[:n].copy()  # delete() flips flags in place
+                reranker = self._exact_reranker(rerank)
+            else:
+                mask = self._mask(filt, n, r.alive[:n], r.cams[:n], r.times[:n])
+                if self._faiss is not None:
+                    rows, scores = self._faiss.search(matrix, q, depth, mask, filt.min_score)
+        if exact and rerank is not None:
+            if int(alive.sum()) == 0:
+                return []
+            res = reranker.search(q, matrix, alive, k, rerank.shortlist)
+            rows, scores, dists = res.rows, res.scores, res.distances
         else:
-            dists = np.sqrt(np.maximum(np.float32(2.0) - np.float32(2.0) * scores, np.float32(0.0)))
+            if self._faiss is None:
+                rows, scores = exact_search(matrix, q, depth, mask, filt.min_score)
+            if rerank is not None and len(rows) > 1:
+                rows, scores, dists = _rerank(q, matrix, rows, scores, k, rerank)
+            else:
+                dists = np.sqrt(
+                    np.maximum(np.float32(2.0) - np.float32(2.0) * scores, np.float32(0.0))
+                )
         hit_ids = ids[rows].tolist()
         items = self._fetch(hit_ids)
         return [
@@ -451,6 +488,13 @@ class Gallery:
             for i, s, d in zip(hit_ids, scores.tolist(), dists.tolist(), strict=True)
             if i in items  # deleted between the snapshot and the fetch
         ]
+
+    def _exact_reranker(self, p: RerankParams) -> ExactReranker:
+        """This gallery's exact re-ranking structure for ``p`` (caller holds the lock)."""
+        params = (p.k1, p.k2, p.lambda_value)
+        if self._exact is None or self._exact.params != params:
+            self._exact = ExactReranker(self.dim, *params)
+        return self._exact
 
     def stats(self) -> GalleryStats:
         with self._lock:

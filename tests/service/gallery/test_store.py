@@ -120,13 +120,13 @@ def test_compaction_keeps_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert [m.item.id for m in g.search(q, 5)] == [ids[j] for j in ref]
 
 
-def test_rerank_uses_shortlist(tmp_path: Path) -> None:
+def test_shortlist_mode_reranks_the_shortlist_alone(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     X = _unit(rng, 200)
     g = _manager(tmp_path).get_or_create("g")
     ids = [r.id for r in g.add(_items(200), X)]
     q = _unit(rng, 1)[0]
-    p = RerankParams(shortlist=30, k1=5, k2=3, lambda_value=0.3)
+    p = RerankParams(shortlist=30, mode="shortlist", k1=5, k2=3, lambda_value=0.3)
     got = g.search(q, 10, rerank=p)
     short = sorted(range(200), key=lambda j: -float(X[j] @ q))[:30]
     d = rerank_shortlist(q, X[short], k1=5, k2=3, lambda_value=0.3)

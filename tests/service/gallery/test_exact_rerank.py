@@ -1,0 +1,133 @@
+"""Exact re-ranked search: the full algorithm's distances on query + gallery, kept current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reidcore.evaluation import pairwise_euclidean
+from reidcore.rerank import k_reciprocal_rerank, rerank_shortlist
+from reidcore.synthetic_features import make_clustered_features
+from service.gallery import (
+    GalleryManager,
+    IndexOptions,
+    NewItem,
+    RerankParams,
+    SearchFilter,
+    exact_rerank,
+    store,
+)
+
+MODEL = "a" * 64
+PARAMS = RerankParams(shortlist=20, k1=8, k2=3, lambda_value=0.3)
+
+
+def _features(seed: int = 0, num_ids: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    fs = make_clustered_features(num_ids=num_ids, images_per_id=6, dim=16, noise=0.8, seed=seed)
+    return _unit(fs.gallery_features), _unit(fs.query_features)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _items(n: int, start: int = 0) -> list[NewItem]:
+    return [
+        NewItem(camera=f"c{i % 3}", timestamp=float(i), external_id=f"e{i}")
+        for i in range(start, start + n)
+    ]
+
+
+def _gallery(tmp_path: Path) -> store.Gallery:
+    m = GalleryManager(tmp_path, MODEL, 16, IndexOptions())
+    m.open_all()
+    return m.get_or_create("g")
+
+
+def _full(q: np.ndarray, g: np.ndarray, p: RerankParams = PARAMS) -> np.ndarray:
+    return k_reciprocal_rerank(
+        pairwise_euclidean(q[None], g),
+        np.zeros((1, 1), np.float32),
+        pairwise_euclidean(g, g),
+        k1=p.k1,
+        k2=p.k2,
+        lambda_value=p.lambda_value,
+    )[0]
+
+
+def _check(
+    gallery: store.Gallery, feats: np.ndarray, ids: list[int], queries: np.ndarray, k: int = 10
+) -> None:
+    """The k best matches are the full algorithm's k best, with its distances."""
+    for q in queries:
+        full = _full(q, feats)
+        got = gallery.search(q, k, rerank=PARAMS)
+        pos = [ids.index(m.item.id) for m in got]
+        want = np.argsort(full, kind="stable")[:k]
+        np.testing.assert_allclose([m.distance for m in got], full[want], atol=2e-6, rtol=0)
+        np.testing.assert_allclose([m.distance for m in got], full[pos], atol=2e-6, rtol=0)
+        np.testing.assert_allclose([m.score for m in got], feats[pos] @ q, atol=1e-6)
+
+
+def test_exact_search_equals_the_full_algorithm(tmp_path: Path) -> None:
+    g_feats, queries = _features()
+    g = _gallery(tmp_path)
+    ids = [r.id for r in g.add(_items(len(g_feats)), g_feats)]
+    _check(g, g_feats, ids, queries[:6])
+
+
+def test_exact_search_follows_adds_deletes_and_compaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "COMPACT_MIN_DEAD", 10)
+    g_feats, queries = _features(seed=1, num_ids=50)
+    g = _gallery(tmp_path)
+    ids = [r.id for r in g.add(_items(150), g_feats[:150])]
+    _check(g, g_feats[:150], ids, queries[:2])  # builds the lists
+    ids += [r.id for r in g.add(_items(100, start=150), g_feats[150:])]  # kept current on add
+    _check(g, g_feats, ids, queries[2:4])
+    for j in (3, 40, 41, 200):  # deleted: removed from the lists at the next search
+        g.delete(ids[j])
+    keep = [j for j in range(len(ids)) if j not in (3, 40, 41, 200)]
+    _check(g, g_feats[keep], [ids[j] for j in keep], queries[4:6])
+    for j in keep[:70]:  # past the compaction threshold: rows renumbered, lists rebuilt
+        g.delete(ids[j])
+    rest = keep[70:]
+    assert g._rows.n < len(ids)
+    _check(g, g_feats[rest], [ids[j] for j in rest], queries[6:8])
+
+
+def test_filtered_search_reranks_the_filtered_shortlist(tmp_path: Path) -> None:
+    g_feats, queries = _features(seed=2)
+    g = _gallery(tmp_path)
+    ids = [r.id for r in g.add(_items(len(g_feats)), g_feats)]
+    q = queries[0]
+    cams = np.array([i % 3 for i in range(len(g_feats))])
+    got = g.search(q, 5, SearchFilter(cameras=frozenset({"c1"})), rerank=PARAMS)
+    allowed = np.flatnonzero(cams == 1)
+    short = allowed[np.argsort(-(g_feats[allowed] @ q), kind="stable")[: PARAMS.shortlist]]
+    d = rerank_shortlist(q, g_feats[short], k1=PARAMS.k1, k2=PARAMS.k2, lambda_value=0.3)
+    want = short[np.argsort(d, kind="stable")[:5]]
+    assert [m.item.id for m in got] == [ids[j] for j in want]
+
+
+def test_small_gallery_and_k_over_the_shortlist(tmp_path: Path) -> None:
+    g_feats, queries = _features(seed=3, num_ids=2)  # 8 items: fewer than k1 + 1
+    g = _gallery(tmp_path)
+    ids = [r.id for r in g.add(_items(len(g_feats)), g_feats)]
+    _check(g, g_feats, ids, queries[:1], k=len(g_feats))
+
+
+def test_faiss_build_gives_the_same_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("faiss", reason="the large-gallery build uses FAISS")
+    g_feats, _ = _features(seed=4)
+    alive = np.ones(len(g_feats), bool)
+    alive[[5, 17]] = False
+    small = exact_rerank.build_neighbours(g_feats, alive, m=8)
+    monkeypatch.setattr(exact_rerank, "FAISS_BUILD_FROM", 0)
+    big = exact_rerank.build_neighbours(g_feats, alive, m=8)
+    np.testing.assert_array_equal(big.neighbour_ids, small.neighbour_ids)
+    np.testing.assert_allclose(big.neighbour_dists, small.neighbour_dists, atol=1e-5)
+    np.testing.assert_array_equal(big.alive, alive)
