@@ -14,6 +14,7 @@ Run: ``.venv/bin/python -m benchmarks.search [--items 100000] [--requests 200]``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import logging
 import socket
@@ -124,7 +125,7 @@ def http_latencies(port: int, jpegs: list[bytes], n: int, rerank: bool) -> list[
 
     url = f"http://127.0.0.1:{port}/v1/galleries/g/search"
     data = {"k": "10", "rerank": "true" if rerank else "false"}
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=300) as client:  # a first re-ranked search builds lists
         i = 0
 
         def one() -> None:
@@ -162,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         g = manager.get("g")
         jpegs = query_jpegs(20)
         q = feats[5]
+        rng_q = np.random.default_rng(1)  # exact re-ranking's work varies with the query
         n = args.requests
-        rp = settings.rerank_params()
+        rp = settings.rerank_params()  # mode "exact" (the default)
+        rp_short = dataclasses.replace(rp, mode="shortlist")
 
         # the pieces, in process
         def decode() -> object:
@@ -177,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         t_model = timed(lambda: runtime.run_batch(batch), n)
         t_search = timed(lambda: g.search(q, 10), n)
         t_search_f = timed(lambda: g.search(q, 10, SearchFilter(cameras=frozenset({"cam1"}))), n)
-        t_rerank = timed(lambda: g.search(q, 10, rerank=rp), max(20, n // 4))
+        t0 = time.perf_counter()
+        g.search(q, 10, rerank=rp)  # the gallery's first re-ranked search builds the lists
+        build_s = time.perf_counter() - t0
+        t_rerank = timed(lambda: g.search(feats[rng_q.integers(len(feats))], 10, rerank=rp), n)
+        t_short = timed(lambda: g.search(q, 10, rerank=rp_short), max(20, n // 4))
         t_np = timed(lambda: exact_search(feats, q, 10), n)
         import faiss
 
@@ -209,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         startup_s = time.perf_counter() - t0
         try:
             h_plain = http_latencies(settings.port, jpegs, n, rerank=False)
+            t0 = time.perf_counter()
+            http_latencies(settings.port, jpegs[:1], 1, rerank=True)  # builds the lists
+            http_build_s = time.perf_counter() - t0
             budget_left = TIME_BUDGET_S - (time.perf_counter() - t_start)
             h_rerank = http_latencies(
                 settings.port, jpegs, max(20, min(n, int(budget_left * 20))), rerank=True
@@ -222,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         "model (tiny 512-d ONNX, not a real backbone)": t_model,
         "search k=10, exact (numpy)": t_search,
         "search k=10, camera filter (1 of 6)": t_search_f,
-        f"search k=10 + re-rank shortlist {rp.shortlist}": t_rerank,
+        f"search k=10 + exact re-ranking (K={rp.shortlist} + lists)": t_rerank,
+        f"search k=10 + shortlist re-ranking (K={rp.shortlist})": t_short,
         "serialise response (k=10)": t_ser,
         "exact_search numpy matvec+argpartition only": t_np,
         "FAISS IndexFlatIP single query only": t_faiss,
@@ -236,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         + p["serialise response (k=10)"][0]
     )
     rerank_add = (
-        p[f"search k=10 + re-rank shortlist {rp.shortlist}"][0] - p["search k=10, exact (numpy)"][0]
+        p[f"search k=10 + exact re-ranking (K={rp.shortlist} + lists)"][0]
+        - p["search k=10, exact (numpy)"][0]
     )
     lines = ["| measured | p50 ms | p99 ms | n |", "|---|---|---|---|"]
     lines += [f"| {k} | {p[k][0]:.2f} | {p[k][1]:.2f} | {len(v)} |" for k, v in rows.items()]
@@ -244,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\n\nGallery: {args.items} items x {DIM}-d (synthetic clustered), inserted through the store in "
         f"{insert_s:.1f} s; service start with index rebuild from SQLite {startup_s:.1f} s.\n"
         f"Non-model part (decode + search + serialisation, p50 sum): {non_model:.1f} ms (target <= 15 ms). "
-        f"Re-ranking adds {rerank_add:.1f} ms p50 (target <= 20 ms). "
+        f"Exact re-ranking (the default) adds {rerank_add:.1f} ms p50 (target <= 20 ms); "
+        f"a gallery's first re-ranked search builds its neighbour lists: {build_s:.1f} s in "
+        f"process, {http_build_s:.1f} s over HTTP after the restart (one request, not in the "
+        "rows). Its rows use a different gallery item as the query each time. "
         f"{load_note()}\n"
     )
     print(body)

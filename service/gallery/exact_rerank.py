@@ -37,8 +37,8 @@ FAISS_BUILD_FROM = 20_000  # below this, GalleryNeighbours.add is fast enough (~
 class ExactResult:
     """Re-ranked hits, best first."""
 
-    rows: np.ndarray
-    """Gallery rows (int64)."""
+    item_ids: np.ndarray
+    """Gallery item ids (int64)."""
     scores: np.ndarray
     """Cosine similarity to the query (float32)."""
     distances: np.ndarray
@@ -54,37 +54,48 @@ class ExactReranker:
         self._lock = threading.Lock()
         self._nb: GalleryNeighbours | None = None
         self._cache: RerankCache | None = None
+        self._item_ids = np.empty(0, dtype=np.int64)  # per row of the lists
 
     def search(
-        self, query: np.ndarray, matrix: np.ndarray, alive: np.ndarray, k: int, shortlist: int
+        self,
+        query: np.ndarray,
+        rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+        k: int,
+        shortlist: int,
     ) -> ExactResult:
-        """The best ``k`` alive rows for unit vector ``query`` by exact re-ranked distance.
+        """The best ``k`` alive items for unit vector ``query`` by exact re-ranked distance.
 
-        ``matrix`` ``[n, dim]`` and ``alive`` ``[n]`` are the gallery's rows (a snapshot whose
-        rows never change in place). The scored set is the top ``max(k, shortlist)`` rows by
-        plain distance plus the neighbour lists of the query's nearest rows.
+        ``rows`` = ``(matrix [n, dim], alive [n], item ids [n])``: a snapshot of the
+        gallery's rows (rows never change in place; new ones are appended). The lists follow
+        the newest snapshot seen, so an older one only brings nothing new. The scored set is
+        the top ``max(k, shortlist)`` items by plain distance plus the neighbour lists of the
+        query's nearest items.
         """
         with self._lock:
-            cache = self._sync(matrix, alive)
-            scores = matrix @ query  # the flat search: every distance, for the cache too
+            cache, nb = self._sync(*rows)
+            if nb.num_alive == 0:
+                empty = np.empty(0, dtype=np.float32)
+                return ExactResult(np.empty(0, dtype=np.int64), empty, empty)
+            feats, alive = nb.features_view(), nb.alive
+            scores = feats @ query  # the flat search: every distance, for the cache too
             d_all = np.sqrt(np.maximum(np.float32(2.0) - np.float32(2.0) * scores, 0.0))
             d_all = np.where(alive, d_all, np.float32(np.inf)).astype(np.float32)
-            num_alive = int(alive.sum())
-            depth = min(max(k, shortlist, self.params[0]), num_alive)
+            depth = min(max(k, shortlist, self.params[0]), nb.num_alive)
             top = np.argpartition(d_all, depth - 1)[:depth]  # dead rows are at +inf
-            rows, dists = cache.query(query, top, d_all[top], gallery_dists=d_all)
-        rows, dists = rows[:k], dists[:k]
-        return ExactResult(rows, scores[rows].astype(np.float32), dists)
+            hits, dists = cache.query(query, top, d_all[top], gallery_dists=d_all)
+            hits, dists = hits[:k], dists[:k]
+            return ExactResult(self._item_ids[hits], scores[hits].astype(np.float32), dists)
 
-    def refresh(self, matrix: np.ndarray, alive: np.ndarray) -> None:
+    def refresh(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Follow the gallery's rows now (after an add) when already built; else nothing."""
         with self._lock:
             if self._nb is not None:
-                self._sync(matrix, alive)
-                assert self._cache is not None
-                self._cache.sync()
+                cache, _ = self._sync(*rows)
+                cache.sync()
 
-    def _sync(self, matrix: np.ndarray, alive: np.ndarray) -> RerankCache:
+    def _sync(
+        self, matrix: np.ndarray, alive: np.ndarray, item_ids: np.ndarray
+    ) -> tuple[RerankCache, GalleryNeighbours]:
         """Bring the lists to the gallery rows: build once, then add new rows, remove dead ones."""
         k1, k2, lam = self.params
         n = matrix.shape[0]
@@ -92,19 +103,21 @@ class ExactReranker:
             t0 = time.perf_counter()
             self._nb = build_neighbours(matrix, alive, m=k1)
             self._cache = RerankCache(self._nb, k1=k1, k2=k2, lambda_value=lam)
+            self._item_ids = item_ids.copy()
             logger.info(
                 "exact re-ranking: lists and cache built for %d items in %.1f s",
                 int(alive.sum()),
                 time.perf_counter() - t0,
             )
-            return self._cache
+            return self._cache, self._nb
         nb = self._nb
         if n > nb.size:
+            self._item_ids = np.concatenate([self._item_ids, item_ids[nb.size : n]])
             nb.add(matrix[nb.size : n])
         gone = np.flatnonzero(nb.alive[:n] & ~alive)
         if gone.size:
             nb.remove(gone)
-        return self._cache
+        return self._cache, nb
 
 
 def build_neighbours(matrix: np.ndarray, alive: np.ndarray, m: int) -> GalleryNeighbours:

@@ -302,10 +302,9 @@ class Gallery:
             cams = np.array([self._code(items[j].camera) for _, j in new_rows], dtype=np.int32)
             times = np.array([items[j].timestamp for _, j in new_rows], dtype=np.float64)
             self._append_rows(ids, cams, times, emb[[j for _, j in new_rows]], update_index=True)
-            exact, n = self._exact, self._rows.n
-            matrix, alive = self._rows.matrix[:n], self._rows.alive[:n].copy()
+            exact, snapshot = self._exact, self._snapshot()
         if exact is not None and len(ids):  # keep its lists current here, not in a search
-            exact.refresh(matrix, alive)
+            exact.refresh(snapshot)
         logger.debug(
             "gallery %s: %d added, %d already present", self.name, len(ids), len(items) - len(ids)
         )
@@ -461,17 +460,15 @@ class Gallery:
             n = r.n
             matrix, ids = r.matrix[:n], r.ids[:n]
             if exact and rerank is not None:
-                alive = r.alive[:n].copy()  # delete() flips flags in place
+                snapshot = self._snapshot()
                 reranker = self._exact_reranker(rerank)
             else:
                 mask = self._mask(filt, n, r.alive[:n], r.cams[:n], r.times[:n])
                 if self._faiss is not None:
                     rows, scores = self._faiss.search(matrix, q, depth, mask, filt.min_score)
         if exact and rerank is not None:
-            if int(alive.sum()) == 0:
-                return []
-            res = reranker.search(q, matrix, alive, k, rerank.shortlist)
-            rows, scores, dists = res.rows, res.scores, res.distances
+            res = reranker.search(q, snapshot, k, rerank.shortlist)
+            hit_ids, scores, dists = res.item_ids.tolist(), res.scores, res.distances
         else:
             if self._faiss is None:
                 rows, scores = exact_search(matrix, q, depth, mask, filt.min_score)
@@ -481,13 +478,18 @@ class Gallery:
                 dists = np.sqrt(
                     np.maximum(np.float32(2.0) - np.float32(2.0) * scores, np.float32(0.0))
                 )
-        hit_ids = ids[rows].tolist()
+            hit_ids = ids[rows].tolist()
         items = self._fetch(hit_ids)
         return [
             Match(items[i], float(s), float(d))
             for i, s, d in zip(hit_ids, scores.tolist(), dists.tolist(), strict=True)
             if i in items  # deleted between the snapshot and the fetch
         ]
+
+    def _snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows as (matrix, alive copy, item ids) for the exact re-ranker (caller holds the lock)."""
+        n = self._rows.n
+        return self._rows.matrix[:n], self._rows.alive[:n].copy(), self._rows.ids[:n]
 
     def _exact_reranker(self, p: RerankParams) -> ExactReranker:
         """This gallery's exact re-ranking structure for ``p`` (caller holds the lock)."""

@@ -131,3 +131,29 @@ def test_faiss_build_gives_the_same_lists(monkeypatch: pytest.MonkeyPatch) -> No
     np.testing.assert_array_equal(big.neighbour_ids, small.neighbour_ids)
     np.testing.assert_allclose(big.neighbour_dists, small.neighbour_dists, atol=1e-5)
     np.testing.assert_array_equal(big.alive, alive)
+
+
+def test_an_older_snapshot_searches_the_newer_lists() -> None:
+    """A search whose snapshot predates a concurrent add still gets valid, exact answers."""
+    g_feats, queries = _features(seed=5)
+    item_ids = np.arange(1000, 1000 + len(g_feats))
+    alive = np.ones(len(g_feats), bool)
+    rr = exact_rerank.ExactReranker(16, PARAMS.k1, PARAMS.k2, PARAMS.lambda_value)
+    old = (g_feats[:150], alive[:150].copy(), item_ids[:150])
+    rr.search(queries[0], old, 5, PARAMS.shortlist)  # builds over 150 rows
+    rr.refresh((g_feats, alive, item_ids))  # an add landed: 240 rows
+    res = rr.search(queries[1], old, 5, PARAMS.shortlist)
+    full = _full(queries[1], g_feats)
+    want = np.argsort(full, kind="stable")[:5]
+    np.testing.assert_array_equal(res.item_ids, item_ids[want])
+    np.testing.assert_allclose(res.distances, full[want], atol=2e-6, rtol=0)
+
+
+def test_everything_deleted_gives_no_matches(tmp_path: Path) -> None:
+    g_feats, queries = _features(seed=6, num_ids=5)
+    g = _gallery(tmp_path)
+    ids = [r.id for r in g.add(_items(len(g_feats)), g_feats)]
+    assert len(g.search(queries[0], 5, rerank=PARAMS)) == 5
+    for i in ids:
+        g.delete(i)
+    assert g.search(queries[0], 5, rerank=PARAMS) == []
