@@ -28,7 +28,7 @@ nearest items) and every score equals the full algorithm run on ``{query} ∪ ga
 Updates: :meth:`RerankCache.sync` compares the neighbour lists with the copy the cache was
 built from and recomputes only the rows the changed lists can reach (the same argument, with
 the symmetric difference of each changed list in place of the query); queries call it when
-the :class:`GalleryNeighbours` changed. Memory: about ``N * (12 k1 + 10 |R*|)`` bytes
+the :class:`GalleryNeighbours` changed. Memory: about ``N * (13 k1 + 12 |R*|)`` bytes
 (``|R*|`` is typically 15-40), besides the neighbour lists and features.
 """
 
