@@ -13,7 +13,7 @@ gallery: FAISS from 20k items, ~1 minute at 100k x 512 on 2 cores), then followe
 incrementally: rows appended since the last search are added, deleted rows removed. Row
 numbers change when the gallery compacts its tombstones; the gallery drops this object
 then and the next re-ranked search builds it again. Memory: a copy of the embeddings plus
-about 400 bytes per item.
+about 800 bytes per item (lists, flags and cached rows; ~80 MiB at 100k items).
 """
 
 from __future__ import annotations
