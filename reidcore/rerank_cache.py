@@ -67,6 +67,8 @@ class _QueryState:
     """``[N]`` int32: where the query enters ``j``'s ``k1``-list (``k1``: it does not)."""
     top: np.ndarray
     """The query's exact top-K ids, sorted by (distance, id)."""
+    top_rank: np.ndarray
+    """``[N]`` int32: each item's place in ``top`` (``K`` past it)."""
     q: np.ndarray
     """The query feature."""
 
@@ -269,61 +271,36 @@ class RerankCache:
 
     # ------------------------------------------------------------------ neighbourhoods
 
-    def _k1_rows(
-        self, rows: np.ndarray, st: _QueryState | None
+    def _lists(
+        self, rows: np.ndarray, st: _QueryState | None, width: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``N(j, k1)`` in the set (self first), reciprocity flags and distances:
-        ``[R, k1 + 1]`` ids, bool, float32 (NaN: distance to the query not computed)."""
-        k1 = self.k1
+        """``N(j, width)`` in the set (self first), reciprocity flags and distances, for
+        ``width`` = ``k1`` or ``hw``: ``[R, width + 1]`` ids, bool, float32 (NaN: distance to
+        the query not computed yet)."""
+        flags = self._rec1 if width == self.k1 else self._rech
         if st is None:
-            ids, ok, d = self._ids1[rows], self._rec1[rows], self._d1[rows]
+            ids, ok, d = self._ids1[rows, :width], flags[rows], self._d1[rows, :width]
         else:
             g = rows != st.qid
             gr = rows[g]
-            ids = np.empty((rows.size, k1), dtype=np.int64)
-            ok = np.empty((rows.size, k1), dtype=bool)
-            d = np.empty((rows.size, k1), dtype=np.float32)
-            in_top = np.zeros(st.pos.size + 1, dtype=bool)
-            in_top[st.top[:k1]] = True
+            ids = np.empty((rows.size, width), dtype=np.int64)
+            ok = np.empty((rows.size, width), dtype=bool)
+            d = np.empty((rows.size, width), dtype=np.float32)
             ids[g], ok[g], d[g] = _insert(
-                self._ids1[gr], self._rec1[gr], self._d1[gr], st.pos[gr], st, in_top[gr], k1
-            )
-            qr = ~g
-            if qr.any():
-                ids[qr] = st.top[:k1]
-                ok[qr] = st.pos[st.top[:k1]] < k1
-                d[qr] = st.dq[st.top[:k1]]
-            ok &= ~self._dropped(ids, rows, st, k1)
-        return _with_self(rows, ids, ok, d)
-
-    def _half_rows(self, rows: np.ndarray, st: _QueryState | None) -> tuple[np.ndarray, np.ndarray]:
-        """``N(c, hw)`` (self first) and the flags of ``R(c, hw)``: ``[R, hw + 1]``."""
-        hw = self._hw
-        if st is None:
-            ids, ok = self._ids1[rows, :hw], self._rech[rows]
-        else:
-            g = rows != st.qid
-            gr = rows[g]
-            ids = np.empty((rows.size, hw), dtype=np.int64)
-            ok = np.empty((rows.size, hw), dtype=bool)
-            in_top = np.zeros(st.pos.size + 1, dtype=bool)
-            in_top[st.top[:hw]] = True
-            ids[g], ok[g], _ = _insert(
-                self._ids1[gr, :hw],
-                self._rech[gr],
-                self._d1[gr, :hw],
+                self._ids1[gr, :width],
+                flags[gr],
+                self._d1[gr, :width],
                 st.pos[gr],
-                st,
-                in_top[gr],
-                hw,
+                st.qid,
+                st.top_rank[gr] < width,  # is j in the query's own list?
+                width,
             )
             qr = ~g
             if qr.any():
-                ids[qr] = st.top[:hw]
-                ok[qr] = st.pos[st.top[:hw]] < hw
-            ok &= ~self._dropped(ids, rows, st, hw)
-        ids, ok, _ = _with_self(rows, ids, ok, np.zeros(ids.shape, np.float32))
-        return ids, ok
+                top = st.top[:width]
+                ids[qr], ok[qr], d[qr] = top, st.pos[top] < width, st.dq[top]
+            ok &= ~self._dropped(ids, rows, st, width)
+        return _with_self(rows, ids, ok, d)
 
     def _dropped(
         self, ids: np.ndarray, rows: np.ndarray, st: _QueryState, width: int
@@ -340,11 +317,11 @@ class RerankCache:
         self, rows: np.ndarray, st: _QueryState | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``V`` rows (Eq. 4-7) of ``rows`` as CSR ``(indptr, cols, vals)``, columns sorted."""
-        ids1, ok1, d1 = self._k1_rows(rows, st)  # [R, kk]
+        ids1, ok1, d1 = self._lists(rows, st, self.k1)  # [R, kk]
         t_idx, a_idx = np.nonzero(ok1)  # pairs (row, c) with c in R(j, k1)
         c = ids1[t_idx, a_idx]
         c_set, c_inv = np.unique(c, return_inverse=True)
-        h_set, hok_set = self._half_rows(c_set, st)
+        h_set, hok_set, _ = self._lists(c_set, st, self._hw)
         h, h_ok = h_set[c_inv], hok_set[c_inv]  # [P, kh]
         hit = h[:, :, None] == ids1[t_idx][:, None, :]  # [P, kh, kk]
         found = hit.any(axis=2)
@@ -456,7 +433,9 @@ class RerankCache:
         nb = self._nb
         n, k1 = nb.size, self.k1
         dq = np.full(n + 1, np.nan, dtype=np.float32)
-        st = _QueryState(n, dq, np.full(n, k1, dtype=np.int32), top, q)
+        top_rank = np.full(n, top.size, dtype=np.int32)
+        top_rank[top] = np.arange(top.size, dtype=np.int32)
+        st = _QueryState(n, dq, np.full(n, k1, dtype=np.int32), top, top_rank, q)
         kth = np.where(nb.alive, self._d1[:, k1 - 1], -np.inf)  # removed items: never
         if gallery_dists is None:
             radius = top_d[-1] if top.size < nb.num_alive else -np.inf
@@ -515,7 +494,7 @@ class RerankCache:
         """Eq. 10-11 between the query and each of ``scored``: ``[S]`` float64."""
         k2, qid = self.k2, st.qid
         owners = np.concatenate([[qid], scored])
-        ids1, _, _ = self._k1_rows(owners, st)
+        ids1, _, _ = self._lists(owners, st, self.k1)
         qe = ids1[:, :k2]  # N(j, k2 - 1): the rows each owner averages, self first
         need = np.unique(qe)
         is_q = need == qid
@@ -578,7 +557,7 @@ def _insert(
     ok: np.ndarray,
     d: np.ndarray,
     pos: np.ndarray,
-    st: _QueryState,
+    qid: int,
     q_ok: np.ndarray,
     width: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -588,7 +567,7 @@ def _insert(
     src = np.where(idx < p, idx, np.maximum(idx - 1, 0))
     at_q = idx == p
     rows = np.arange(ids.shape[0])[:, None]
-    out_ids = np.where(at_q, st.qid, ids[rows, src])
+    out_ids = np.where(at_q, qid, ids[rows, src])
     out_ok = np.where(at_q, q_ok[:, None], ok[rows, src])
     out_d = np.where(at_q, np.nan, d[rows, src]).astype(np.float32)
     return out_ids, out_ok, out_d
