@@ -6,28 +6,16 @@ import numpy as np
 import pytest
 
 from reidcore.evaluation import pairwise_euclidean
-from reidcore.rerank import k_reciprocal_rerank
 from reidcore.rerank_cache import RerankCache
 from reidcore.rerank_neighbours import GalleryNeighbours, rerank_expanded
 from reidcore.synthetic_features import FeatureSet, make_clustered_features
+from tests.core.rerank_reference import full_one_query
 
 
 def _data(seed: int, num_ids: int = 40, noise: float = 1.0) -> FeatureSet:
     return make_clustered_features(
         num_ids=num_ids, images_per_id=6, num_cams=3, dim=24, noise=noise, seed=seed
     )
-
-
-def _full_one_query(q: np.ndarray, g: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
-    """The full algorithm on {q} ∪ gallery (reference, [Ng])."""
-    return k_reciprocal_rerank(
-        pairwise_euclidean(q[None], g),
-        np.zeros((1, 1), np.float32),
-        pairwise_euclidean(g, g),
-        k1=k1,
-        k2=k2,
-        lambda_value=lam,
-    )[0]
 
 
 def _top(q: np.ndarray, g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -49,7 +37,7 @@ def test_scores_equal_the_full_algorithm(seed: int, k1: int, k2: int, lam: float
     cache = RerankCache(nb, k1=k1, k2=k2, lambda_value=lam)
     assert cache.ready
     for q in fs.query_features[:6]:
-        full = _full_one_query(q, g, k1, k2, lam)
+        full = full_one_query(q, g, k1, k2, lam)
         top, top_d, _ = _top(q, g, max(k1, 12))
         ids, dist = cache.query(q, top[::-1], top_d[::-1], expand=6)  # any order is accepted
         assert dist.dtype == np.float32 and (np.diff(dist) >= 0).all()
@@ -83,7 +71,7 @@ def test_covering_shortlist_scores_the_whole_gallery() -> None:
     top, top_d, _ = _top(q, g, g.shape[0])
     ids, dist = cache.query(q, top, top_d)
     np.testing.assert_array_equal(np.sort(ids), np.arange(g.shape[0]))
-    np.testing.assert_allclose(dist, _full_one_query(q, g, 20, 6, 0.3)[ids], atol=2e-6, rtol=0)
+    np.testing.assert_allclose(dist, full_one_query(q, g, 20, 6, 0.3)[ids], atol=2e-6, rtol=0)
 
 
 def test_gallery_distances_and_the_full_pass_give_the_same_answer() -> None:
@@ -101,7 +89,7 @@ def test_gallery_distances_and_the_full_pass_give_the_same_answer() -> None:
         c = cache.query(q, big_top, big_d, expand=20, expand_width=20)
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_allclose(a[1], b[1], atol=1e-6, rtol=0)
-        full = _full_one_query(q, g, 20, 6, 0.3)
+        full = full_one_query(q, g, 20, 6, 0.3)
         np.testing.assert_allclose(c[1], full[c[0]], atol=2e-6, rtol=0)
 
 
@@ -158,7 +146,7 @@ def test_queries_follow_the_neighbour_lists_without_an_explicit_sync() -> None:
     d = pairwise_euclidean(q[None], g[keep])[0]
     order = np.argsort(d, kind="stable")[:30]
     ids, dist = cache.query(q, keep[order], d[order], expand=10)
-    full = _full_one_query(q, g[keep], 20, 6, 0.3)
+    full = full_one_query(q, g[keep], 20, 6, 0.3)
     np.testing.assert_allclose(dist, full[np.searchsorted(keep, ids)], atol=2e-6, rtol=0)
 
 
@@ -172,7 +160,7 @@ def test_small_gallery_falls_back_to_the_uncached_path() -> None:
     q = fs.query_features[0]
     top, top_d, _ = _top(q, g, g.shape[0])
     ids, dist = cache.query(q, top, top_d)
-    np.testing.assert_allclose(dist, _full_one_query(q, g, 20, 6, 0.3)[ids], atol=2e-6, rtol=0)
+    np.testing.assert_allclose(dist, full_one_query(q, g, 20, 6, 0.3)[ids], atol=2e-6, rtol=0)
 
 
 def test_rejects_bad_inputs() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from reidcore.evaluation import pairwise_euclidean
-from reidcore.rerank import k_reciprocal_rerank
 from reidcore.rerank_neighbours import GalleryNeighbours, rerank_expanded
 from reidcore.synthetic_features import make_clustered_features
+from tests.core.rerank_reference import full_one_query
 
 
 def _brute_lists(feats: np.ndarray, alive: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,18 +119,6 @@ def test_from_arrays_names_the_problem() -> None:
 # --------------------------------------------------------------------------- re-ranking
 
 
-def _full_one_query(q: np.ndarray, g: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
-    """The full algorithm on {q} ∪ gallery (reference, [Ng])."""
-    return k_reciprocal_rerank(
-        pairwise_euclidean(q[None], g),
-        np.zeros((1, 1), np.float32),
-        pairwise_euclidean(g, g),
-        k1=k1,
-        k2=k2,
-        lambda_value=lam,
-    )[0]
-
-
 @pytest.mark.parametrize(("k1", "k2", "lam"), [(20, 6, 0.3), (7, 1, 0.5), (10, 4, 0.0)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_expanded_equals_full_when_it_covers_the_gallery(
@@ -142,7 +130,7 @@ def test_expanded_equals_full_when_it_covers_the_gallery(
     nb.add(g[:40])
     nb.add(g[40:])
     for q in fs.query_features[:3]:
-        full = _full_one_query(q, g, k1, k2, lam)
+        full = full_one_query(q, g, k1, k2, lam)
         dq = pairwise_euclidean(q[None], g)[0]
         ids, dist = rerank_expanded(
             q, np.arange(g.shape[0]), dq, nb, k1=k1, k2=k2, lambda_value=lam
@@ -161,7 +149,7 @@ def test_expanded_scores_are_exact_on_a_partial_shortlist(seed: int) -> None:
     nb = GalleryNeighbours(g.shape[1], m=25)
     nb.add(g)
     for q in fs.query_features[:4]:
-        full = _full_one_query(q, g, 20, 6, 0.3)
+        full = full_one_query(q, g, 20, 6, 0.3)
         dq = pairwise_euclidean(q[None], g)[0]
         top = np.argsort(dq)[:25][::-1]  # any order is accepted
         ids, dist = rerank_expanded(q, top, dq[top], nb, nb.features, expand=10)
@@ -178,7 +166,7 @@ def test_expanded_after_removal_matches_full_on_survivors() -> None:
     nb.remove(gone)
     keep = np.setdiff1d(np.arange(g.shape[0]), gone)
     q = fs.query_features[1]
-    full = _full_one_query(q, g[keep], 20, 6, 0.3)  # indexed like keep
+    full = full_one_query(q, g[keep], 20, 6, 0.3)  # indexed like keep
     dq = pairwise_euclidean(q[None], g[keep])[0]
     ids, dist = rerank_expanded(q, keep, dq, nb)
     np.testing.assert_allclose(dist, full[np.searchsorted(keep, ids)], atol=2e-6, rtol=0)

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reidcore.evaluation import pairwise_euclidean
-from reidcore.rerank import k_reciprocal_rerank, rerank_shortlist
+from reidcore.rerank import rerank_shortlist
 from reidcore.synthetic_features import make_clustered_features
 from service.gallery import (
     GalleryManager,
@@ -19,6 +18,7 @@ from service.gallery import (
     exact_rerank,
     store,
 )
+from tests.core.rerank_reference import full_one_query
 
 MODEL = "a" * 64
 PARAMS = RerankParams(shortlist=20, k1=8, k2=3, lambda_value=0.3)
@@ -47,14 +47,7 @@ def _gallery(tmp_path: Path) -> store.Gallery:
 
 
 def _full(q: np.ndarray, g: np.ndarray, p: RerankParams = PARAMS) -> np.ndarray:
-    return k_reciprocal_rerank(
-        pairwise_euclidean(q[None], g),
-        np.zeros((1, 1), np.float32),
-        pairwise_euclidean(g, g),
-        k1=p.k1,
-        k2=p.k2,
-        lambda_value=p.lambda_value,
-    )[0]
+    return full_one_query(q, g, p.k1, p.k2, p.lambda_value)
 
 
 def _check(
