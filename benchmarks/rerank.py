@@ -13,7 +13,7 @@ query's exact top-K (numpy matrix-vector product + argpartition, timed separatel
 :func:`reidcore.rerank.rerank_shortlist`; items past K keep their original order after it.
 The expanded variant (:class:`reidcore.rerank_cache.RerankCache`, and for comparison the
 uncached :func:`reidcore.rerank_neighbours.rerank_expanded`) adds gallery neighbour lists
-(exact; built with ``GalleryNeighbours.add`` below 20k items, with an exact FAISS k-NN search
+(exact; built by the service's ``build_neighbours``: ``GalleryNeighbours.add`` below 20k items, an exact FAISS k-NN search
 above: the numpy build is O(N^2 d) and slow at 100k).
 """
 
@@ -51,7 +51,6 @@ CAM_SHIFT = 0.8
 LIST_M = 20  # gallery neighbour list length for rerank_expanded
 EXPANDED = ((100, 20, 20), (50, 10, 10), (30, 5, 10))  # (K, expand, expand_width)
 EXPANDED_MAX_GALLERY = {512: 100_000, 2048: 10_000}  # list build is O(N^2 d)
-FAISS_BUILD_FROM = 20_000  # bulk-build larger lists with an exact FAISS k-NN search
 FIDELITY_QUERIES = 200  # queries re-ranked one by one to compare with the full algorithm
 TIMING_QUERIES = 30
 
@@ -219,30 +218,12 @@ def run_config(ng: int, dim: int, rng: np.random.Generator) -> list[Row]:
 
 
 def _build_neighbours(g: np.ndarray) -> tuple[GalleryNeighbours, str]:
-    """Exact gallery lists: ``add`` below FAISS_BUILD_FROM items, FAISS exact k-NN above."""
-    t0 = time.perf_counter()
-    if g.shape[0] < FAISS_BUILD_FROM:
-        nb = GalleryNeighbours(g.shape[1], LIST_M)
-        nb.add(g)
-        how = "GalleryNeighbours.add"
-    else:
-        import faiss  # benchmark-only: reidcore stays numpy-only
+    """Exact gallery lists, built as the service builds them (FAISS k-NN from 20k items)."""
+    from service.gallery.exact_rerank import FAISS_BUILD_FROM, build_neighbours
 
-        index = faiss.IndexFlatL2(g.shape[1])
-        index.add(g)
-        d2, ids = index.search(g, LIST_M + 1)
-        keep = ids != np.arange(g.shape[0])[:, None]  # drop self (first, barring duplicates)
-        ids = ids[keep].reshape(g.shape[0], -1)[:, :LIST_M]
-        d = np.sqrt(np.maximum(d2[keep].reshape(g.shape[0], -1)[:, :LIST_M], 0))
-        nb = GalleryNeighbours.from_arrays(
-            {
-                "features": g,
-                "neighbour_ids": ids,
-                "neighbour_dists": d.astype(np.float32),
-                "alive": np.ones(g.shape[0], bool),
-            }
-        )
-        how = "FAISS IndexFlatL2 k-NN"
+    t0 = time.perf_counter()
+    nb = build_neighbours(g, np.ones(g.shape[0], dtype=bool), m=LIST_M)
+    how = "GalleryNeighbours.add" if g.shape[0] < FAISS_BUILD_FROM else "FAISS IndexFlatL2 k-NN"
     return nb, f"{time.perf_counter() - t0:.1f} s ({how})"
 
 
