@@ -12,9 +12,9 @@ estimated memory, inputs included, fits in half of MemAvailable. The shortlist r
 query's exact top-K (numpy matrix-vector product + argpartition, timed separately) with
 :func:`reidcore.rerank.rerank_shortlist`; items past K keep their original order after it.
 The expanded variant (:class:`reidcore.rerank_cache.RerankCache`, and for comparison the
-uncached :func:`reidcore.rerank_neighbours.rerank_expanded`) adds gallery neighbour lists
-(exact; built by the service's ``build_neighbours``: ``GalleryNeighbours.add`` below 20k items, an exact FAISS k-NN search
-above: the numpy build is O(N^2 d) and slow at 100k).
+uncached :func:`reidcore.rerank_neighbours.rerank_expanded`) adds gallery neighbour lists,
+exact, built by the service's ``build_neighbours``: ``GalleryNeighbours.add`` below 20k
+items, an exact FAISS k-NN search above (the numpy build is O(N^2 d) and slow at 100k).
 """
 
 from __future__ import annotations
