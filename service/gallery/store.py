@@ -454,20 +454,19 @@ class Gallery:
                 f"query has dimension {q.shape[0]}, gallery {self.name!r} has {self.dim}"
             )
         depth = max(k, rerank.shortlist) if rerank else k
-        exact = rerank is not None and rerank.mode == "exact" and filt.is_empty()
+        exact = rerank if rerank and rerank.mode == "exact" and filt.is_empty() else None
         with self._lock:  # snapshot: rows below n are never modified in place
-            r = self._rows
-            n = r.n
-            matrix, ids = r.matrix[:n], r.ids[:n]
-            if exact and rerank is not None:
-                snapshot = self._snapshot()
-                reranker = self._exact_reranker(rerank)
+            if exact is not None:
+                snapshot, reranker = self._snapshot(), self._exact_reranker(exact)
             else:
+                r = self._rows
+                n = r.n
+                matrix, ids = r.matrix[:n], r.ids[:n]
                 mask = self._mask(filt, n, r.alive[:n], r.cams[:n], r.times[:n])
                 if self._faiss is not None:
                     rows, scores = self._faiss.search(matrix, q, depth, mask, filt.min_score)
-        if exact and rerank is not None:
-            res = reranker.search(q, snapshot, k, rerank.shortlist)
+        if exact is not None:
+            res = reranker.search(q, snapshot, k, exact.shortlist)
             hit_ids, scores, dists = res.item_ids.tolist(), res.scores, res.distances
         else:
             if self._faiss is None:
