@@ -7,8 +7,10 @@ embeddings plus per-attribute class probabilities in schema order.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +54,14 @@ class Inference:
     """Attribute name -> [N, num_classes] float32 probabilities, in schema order."""
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def choose_providers(device: str, available: Sequence[str]) -> list[str]:
     """Execution providers to request, best first, for ``device`` given what is installed."""
     match device:
@@ -84,17 +94,26 @@ def softmax(x: np.ndarray) -> np.ndarray:
 class ModelRuntime:
     """An ONNX Runtime session plus the manifest that describes it."""
 
-    def __init__(self, folder: Path, manifest: Manifest, session: Any) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        manifest: Manifest,
+        session: Any,
+        options: RuntimeOptions | None = None,
+    ) -> None:
         self.folder = folder
         self.manifest = manifest
         self.session = session
+        self.options = options or RuntimeOptions()
         self.preprocess = manifest.input.preprocess_config()
         self.schema: AttributeSchema = manifest.attribute_schema
         self._attr_outputs = manifest.attribute_outputs
         self._output_names = [manifest.embedding.output] + [o.name for o in self._attr_outputs]
-        self.max_batch = 32
+        self.max_batch = self.options.max_batch
         self.observers: list[Callable[[int, float], None]] = []
         """Called after every session run with (images, seconds): metrics hook."""
+        self._for_workers: dict[int, ModelRuntime] = {}
+        self._for_workers_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -109,14 +128,13 @@ class ModelRuntime:
         path = model_path(folder, manifest, options.variant)  # checks the sha256
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = options.threads or (os.cpu_count() or 1)
+        so.intra_op_num_threads = options.threads or available_cpus()
         so.inter_op_num_threads = 1
         # Spinning intra-op threads steal the CPU from FAISS/numpy in the same process.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = choose_providers(options.device, ort.get_available_providers())
         session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        runtime = cls(folder, manifest, session)
-        runtime.max_batch = options.max_batch
+        runtime = cls(folder, manifest, session, options)
         logger.info(
             "model %s %s loaded from %s on %s (requested %s)",
             manifest.name,
@@ -125,6 +143,32 @@ class ModelRuntime:
             runtime.providers,
             providers,
         )
+        return runtime
+
+    def for_workers(self, workers: int) -> ModelRuntime:
+        """The runtime for ``workers`` threads calling :meth:`run_batch` at once.
+
+        On the CPU the answer is a second session (made once, then reused) whose intra-op
+        pool is this one's divided among the workers, so that together they use the same
+        cores: several intra-op pools on the same cores would stall at every operator,
+        waiting for a thread that lost its core to another pool. Concurrent one-thread
+        runs also beat one run over every core for small models (each image is little
+        work to split), which is what bulk indexing exploits. On CUDA, or for one worker,
+        it is this runtime itself. The second session holds its own copy of the weights;
+        it shares this runtime's observers.
+        """
+        if workers <= 1 or CUDA_PROVIDER in self.providers:
+            return self
+        threads = max(1, (self.options.threads or available_cpus()) // workers)
+        if threads == (self.options.threads or available_cpus()):
+            return self
+        with self._for_workers_lock:
+            runtime = self._for_workers.get(threads)
+            if runtime is None:
+                options = dataclasses.replace(self.options, threads=threads, device="cpu")
+                runtime = ModelRuntime.load(self.folder, options)
+                runtime.observers = self.observers
+                self._for_workers[threads] = runtime
         return runtime
 
     @property

@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     """Largest total (uncompressed) size of an archive's files: zip-bomb guard."""
     index_batch_size: int = Field(default=32, ge=1)
     """Images per model run in bulk indexing (jobs and reid index)."""
-    index_decode_threads: int = Field(default=2, ge=1)
-    """Threads decoding images in bulk indexing."""
+    index_workers: int = Field(default=0, ge=0)
+    """Bulk-indexing threads, each decoding a batch and running the model on it (0: one per core)."""
     index_fps: float = Field(default=25.0, gt=0.0)
     """Frame rate turning Market-1501/Duke frame numbers in file names into timestamps (seconds)."""
     max_request_bytes: int = Field(default=16 * 2**20, ge=1024)
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     def index_config(self) -> IndexConfig:
         return IndexConfig(
             batch_size=self.index_batch_size,
-            decode_threads=self.index_decode_threads,
+            workers=self.index_workers,
             max_image_pixels=self.max_image_pixels,
             fps=self.index_fps,
         )

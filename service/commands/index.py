@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=None, help="images per model run (default 32)"
     )
     parser.add_argument(
-        "--decode-threads", type=int, default=None, help="image decoding threads (default 2)"
+        "--workers",
+        type=int,
+        default=None,
+        help="threads that each decode a batch and run the model on it (default: one per core)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             ("model_dir", args.model),
             ("data_dir", args.data),
             ("index_batch_size", args.batch_size),
-            ("index_decode_threads", args.decode_threads),
+            ("index_workers", args.workers),
         )
         if v is not None
     }

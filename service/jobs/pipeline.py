@@ -1,11 +1,14 @@
 """The bulk-indexing pipeline, shared by service jobs and ``reid index``.
 
-Members are read one at a time (archives are sequential), identified by the sha256 of their
-bytes (the item's external id, so the same crop is never stored twice in a gallery, whichever
-archive or folder brings it), skipped when already present, decoded and preprocessed in a
-thread pool (PIL and numpy release the GIL) while the model runs the previous batch, and fed
-to the model in full batches. Each batch is one gallery transaction; progress is reported
-only after it committed.
+Members are read one at a time (archives are sequential) and identified by the sha256 of
+their bytes (the item's external id, so the same crop is never stored twice in a gallery,
+whichever archive or folder brings it); those already present are skipped. The new ones are
+grouped into full batches, and each batch goes to one of ``workers`` threads, which decodes
+and preprocesses it (PIL and numpy release the GIL) and runs the model on it. The workers
+run side by side, each on its share of the cores (:meth:`ModelRuntime.for_workers`), so
+decoding one batch overlaps the model on another without two thread pools fighting over the
+same cores. Batches are committed in order, one gallery transaction each, and progress is
+reported only after the commit.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import logging
 import posixpath
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +34,7 @@ from service.images import decode_upload
 from service.jobs.naming import DEFAULT_FPS, ItemInfo, parse_dataset_name
 from service.jobs.sources import Member, Source
 from service.jobs.store import Failure
-from service.runtime import Inference
+from service.runtime import Inference, available_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +47,17 @@ class Model(Protocol):
 
     def run_batch(self, batch: np.ndarray) -> Inference: ...
 
+    def for_workers(self, workers: int) -> Model: ...
+
 
 @dataclass(frozen=True)
 class IndexConfig:
     """How a source is indexed."""
 
     batch_size: int = 32
-    """Images per model run (every run is full except the last)."""
-    decode_threads: int = 2
-    """Threads decoding and preprocessing images."""
+    """Images per model run (full except the last, and where a member fails to decode)."""
+    workers: int = 0
+    """Threads that each decode a batch and run the model on it; 0: one per core."""
     max_image_pixels: int = 4096 * 4096
     """Largest decoded image accepted (width x height)."""
     fps: float = DEFAULT_FPS
@@ -70,13 +76,23 @@ class IndexProgress:
 
 
 @dataclass(frozen=True)
-class _Ready:
-    """A member waiting for its decoded input tensor."""
+class _New:
+    """A member not yet in the gallery."""
 
     name: str
+    data: bytes
     external_id: str
     info: ItemInfo
-    tensor: Future[np.ndarray]
+
+
+@dataclass
+class _Encoded:
+    """A batch after its worker: the members that decoded, their model answer, the rest."""
+
+    members: list[_New]
+    inference: Inference | None
+    failed: list[tuple[_New, str]]
+    """Members that did not decode, with the reason."""
 
 
 def external_id(data: bytes) -> str:
@@ -89,19 +105,9 @@ def member_info(member: Member, infos: dict[str, ItemInfo], fps: float) -> ItemI
     return infos.get(posixpath.normpath(member.name)) or parse_dataset_name(member.name, fps)
 
 
-def _decode(data: bytes, name: str, max_pixels: int, cfg: PreprocessConfig) -> np.ndarray:
-    return to_array(decode_upload(data, max_pixels, name), cfg)  # [3, H, W]
-
-
-def _chunks(it: Iterator[Member], size: int) -> Iterator[list[Member]]:
-    chunk: list[Member] = []
-    for m in it:
-        chunk.append(m)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def available_workers(config: IndexConfig) -> int:
+    """``config.workers``, or one per core when it is 0."""
+    return config.workers or available_cpus()
 
 
 class _Indexer:
@@ -114,17 +120,35 @@ class _Indexer:
         model: Model,
         config: IndexConfig,
         report: Callable[[IndexProgress], None],
-        pool: ThreadPoolExecutor,
     ) -> None:
         self.source, self.gallery, self.model, self.config = source, gallery, model, config
-        self.report, self.pool = report, pool
+        self.report = report
         self.pending = IndexProgress()
-        self.batch: list[tuple[_Ready, np.ndarray]] = []
+        self.in_flight: set[str] = set()
+        """External ids sent to a worker and not yet committed (repeats inside a source)."""
         self.clock = time.perf_counter()
 
-    def submit(self, chunk: list[Member]) -> list[_Ready]:
-        """Identify, deduplicate and start decoding one chunk of members."""
-        candidates: list[tuple[Member, str, ItemInfo]] = []
+    def batches(
+        self, members: Iterator[Member], cancelled: Callable[[], bool]
+    ) -> Iterator[list[_New]]:
+        """Full batches of members that are neither in the gallery nor on their way to it.
+
+        Members are looked up in the gallery a batch at a time; unreadable ones and ones
+        without camera/time become failures of the next report.
+        """
+        batch: list[_New] = []
+        for chunk in _chunks(members, self.config.batch_size):
+            if cancelled():
+                return
+            batch += self._new_members(chunk)
+            while len(batch) >= self.config.batch_size:
+                yield batch[: self.config.batch_size]
+                batch = batch[self.config.batch_size :]
+        if batch:
+            yield batch
+
+    def _new_members(self, chunk: list[Member]) -> list[_New]:
+        candidates: list[_New] = []
         for m in chunk:
             if m.data is None:
                 self.pending.failures.append(Failure(m.name, m.error or "unreadable"))
@@ -134,51 +158,74 @@ class _Indexer:
                 reason = "no camera/timestamp: not in a manifest and not a Market-1501/DukeMTMC-style name"
                 self.pending.failures.append(Failure(m.name, reason))
                 continue
-            candidates.append((m, external_id(m.data), info))
-        known = self.gallery.find_external([e for _, e, _ in candidates])
-        self.pending.duplicates += sum(1 for _, e, _ in candidates if e in known)
-        cfg, px = self.model.preprocess, self.config.max_image_pixels
-        return [
-            _Ready(m.name, e, info, self.pool.submit(_decode, m.data or b"", m.name, px, cfg))
-            for m, e, info in candidates
-            if e not in known
-        ]
+            candidates.append(_New(m.name, m.data, external_id(m.data), info))
+        known = self.gallery.find_external([c.external_id for c in candidates])
+        fresh = []
+        for c in candidates:
+            if c.external_id in known or c.external_id in self.in_flight:
+                self.pending.duplicates += 1
+            else:
+                self.in_flight.add(c.external_id)
+                fresh.append(c)
+        return fresh
 
-    def collect(self, ready: list[_Ready]) -> None:
-        """Wait for decoded tensors; run the model whenever a batch is full."""
-        for r in ready:
+    def encode(self, batch: list[_New]) -> _Encoded:
+        """Decode, preprocess and run the model: a worker's part (any thread)."""
+        cfg = self.model.preprocess
+        tensors = np.empty((len(batch), 3, cfg.height, cfg.width), dtype=np.float32)
+        decoded: list[_New] = []
+        failed: list[tuple[_New, str]] = []
+        for m in batch:
             try:
-                tensor = r.tensor.result()
+                image = decode_upload(m.data, self.config.max_image_pixels, m.name)
+                to_array(image, cfg, out=tensors[len(decoded)])
             except ImageDecodeError as exc:
-                self.pending.failures.append(Failure(r.name, str(exc)))
+                failed.append((m, str(exc)))
                 continue
-            self.batch.append((r, tensor))
-            if len(self.batch) >= self.config.batch_size:
-                self.flush()
+            decoded.append(m)
+        inference = self.model.run_batch(tensors[: len(decoded)]) if decoded else None
+        return _Encoded(decoded, inference, failed)
 
-    def flush(self) -> None:
-        """Model + one gallery transaction for the batch, then report (after the commit)."""
-        if self.batch:
-            out = self.model.run_batch(np.stack([t for _, t in self.batch]))  # [B, 3, H, W]
+    def commit(self, encoded: _Encoded) -> None:
+        """One gallery transaction for the batch, then report (after the commit)."""
+        self.pending.failures += [Failure(m.name, reason) for m, reason in encoded.failed]
+        if encoded.inference is not None:
+            out = encoded.inference
             items = [
                 NewItem(
-                    camera=r.info.camera,
-                    timestamp=r.info.timestamp,
-                    external_id=r.external_id,
-                    metadata={**r.info.metadata, "file": r.name},
+                    camera=m.info.camera,
+                    timestamp=m.info.timestamp,
+                    external_id=m.external_id,
+                    metadata={**m.info.metadata, "file": m.name},
                     attributes=predictions(self.model.schema, out.attributes, row),
                 )
-                for row, (r, _) in enumerate(self.batch)
+                for row, m in enumerate(encoded.members)
             ]
             results = self.gallery.add(items, out.embeddings)
             created = sum(1 for x in results if x.created)
             self.pending.added += created
             self.pending.duplicates += len(results) - created
-            self.batch = []
+        for m in [*encoded.members, *(m for m, _ in encoded.failed)]:
+            self.in_flight.discard(m.external_id)
+        self.flush()
+
+    def flush(self) -> None:
+        """Report what changed since the previous report."""
         now = time.perf_counter()
         self.pending.seconds, self.clock = now - self.clock, now
         self.report(self.pending)
         self.pending = IndexProgress()
+
+
+def _chunks(it: Iterator[Member], size: int) -> Iterator[list[Member]]:
+    chunk: list[Member] = []
+    for m in it:
+        chunk.append(m)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def index_source(
@@ -193,19 +240,27 @@ def index_source(
 
     ``report`` is called after each committed batch (and once at the end) with what changed.
     Members already in the gallery (same bytes) are counted as duplicates, never re-added;
-    unreadable or non-image members are reported as failures with their reason.
+    unreadable or non-image members are reported as failures with their reason. Once
+    cancelled, batches still with the workers are dropped: nothing is committed or reported
+    after the last report.
     """
-    with ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode") as pool:
-        run = _Indexer(source, gallery, model, config, report, pool)
-        previous: list[_Ready] = []
-        for chunk in _chunks(source.members(), config.batch_size):
+    workers = available_workers(config)
+    run = _Indexer(source, gallery, model.for_workers(workers), config, report)
+    with ThreadPoolExecutor(workers, thread_name_prefix="index") as pool:
+        queued: deque[Future[_Encoded]] = deque()
+        try:
+            for batch in run.batches(source.members(), cancelled):
+                queued.append(pool.submit(run.encode, batch))
+                while len(queued) > workers:  # every worker busy, one batch ready behind
+                    run.commit(queued.popleft().result())
+                    if cancelled():
+                        return False
             if cancelled():
-                for r in previous:
-                    r.tensor.cancel()
                 return False
-            current = run.submit(chunk)  # decodes while the previous chunk runs the model
-            run.collect(previous)
-            previous = current
-        run.collect(previous)
-        run.flush()
+            while queued:
+                run.commit(queued.popleft().result())
+        finally:
+            for f in queued:
+                f.cancel()
+    run.flush()
     return True
