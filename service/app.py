@@ -21,6 +21,7 @@ from reidcore import __version__
 from service.api import gallery_routes, health_routes, job_routes, metrics_routes, model_routes
 from service.api.errors import error_response, install_error_handlers, overloaded_response
 from service.batching import InferenceEngine, MicroBatcher
+from service.cpu import limit_numpy_blas
 from service.gallery import GalleryManager
 from service.jobs import JobManager, JobState
 from service.metrics import AdmissionControl, Metrics, MetricsMiddleware
@@ -114,6 +115,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.runtime, app.state.galleries, app.state.faiss_gpus = runtime, galleries, gpus
     app.state.engine, app.state.jobs = engine, jobs
     logger.info("ready: providers %s, %d galleries", runtime.providers, len(galleries.statuses()))
+    blas = limit_numpy_blas()  # concurrent requests, not BLAS threads, share the cores
     try:
         yield
     finally:
@@ -122,6 +124,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.close()
         galleries.close()
         app.state.runtime = app.state.galleries = None
+        if blas is not None:
+            blas.restore_original_limits()
 
 
 def build_engine(runtime: ModelRuntime, settings: Settings) -> InferenceEngine:
