@@ -31,6 +31,7 @@ from PIL import Image
 from benchmarks.results import load_note, write_section
 from reidcore.preprocess import preprocess_batch
 from reidcore.synthetic_features import make_clustered_features
+from service.cpu import limit_numpy_blas
 from service.gallery import GalleryManager, IndexOptions, NewItem, SearchFilter
 from service.gallery.search import exact_search
 from service.images import decode_upload
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         from service.runtime import ModelRuntime
 
         runtime = ModelRuntime.load(model_dir, settings.runtime_options())
+        blas = limit_numpy_blas()  # as the service runs (its lifespan does the same)
         manager = GalleryManager(settings.data_dir, runtime.manifest.model_id, DIM, IndexOptions())
         manager.open_all()
         t0 = time.perf_counter()
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.should_exit = True  # type: ignore[attr-defined]
             thread.join(timeout=10)
+            if blas is not None:
+                blas.restore_original_limits()
 
     rows = {
         "decode + preprocess (JPEG 128x256)": t_decode,
