@@ -102,13 +102,14 @@ def _index(source_path: Path, name: str, settings: object, progress: bool) -> in
         bar.close()
     store.set_state(job_id, JobState.SUCCEEDED)
     job = store.get(job_id)
+    items = len(gallery)
     store.close()
     galleries.close()
     assert job is not None
     rate = job.images_per_second or 0.0
     print(
         f"job {job.id}: {job.added} added, {job.duplicates} already present, "
-        f"{job.failed} failed, {rate:.1f} images/s; gallery {name!r} has {len(gallery)} items"
+        f"{job.failed} failed, {rate:.1f} images/s; gallery {name!r} has {items} items"
     )
     for f in job.failures[:20]:
         print(f"  failed: {f.member}: {f.reason}")

@@ -27,6 +27,7 @@ import numpy as np
 
 from reidcore.rerank_cache import RerankCache
 from reidcore.rerank_neighbours import GalleryNeighbours
+from service.cpu import matvec
 from service.gallery.search import scores_to_distances
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class ExactReranker:
                 empty = np.empty(0, dtype=np.float32)
                 return ExactResult(np.empty(0, dtype=np.int64), empty, empty)
             feats, alive = nb.features_view(), nb.alive
-            scores = feats @ query  # the flat search: every distance, for the cache too
+            scores = matvec(feats, query)  # the flat search: every distance, for the cache too
             d_all = np.where(alive, scores_to_distances(scores), np.float32(np.inf))
             depth = min(max(k, shortlist, self.params[0]), nb.num_alive)
             top = np.argpartition(d_all, depth - 1)[:depth]  # dead rows are at +inf

@@ -59,10 +59,25 @@ class GalleryManager:
     def open_all(self) -> None:
         """Open every gallery file of the data directory (rebuilding its index)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for path in sorted(self.root.glob(f"*{SUFFIX}")):
-            name = path.name[: -len(SUFFIX)]
+        with self._lock:
+            self._discover_locked()
+
+    def _discover_locked(self, only: str | None = None) -> None:
+        """Open gallery files not open yet: all of them, or only ``only``.
+
+        Another process (``reid index``) may have created them since the service started.
+        """
+        names = [only] if only is not None else None
+        if names is None:
+            names = [p.name[: -len(SUFFIX)] for p in sorted(self.root.glob(f"*{SUFFIX}"))]
+        for name in names:
+            path = self.root / f"{name}{SUFFIX}"
+            if name in self._open or name in self._refused or not path.is_file():
+                continue
             try:
                 self._open[name] = Gallery.open(name, path, self.model_id, self.dim, self.options)
+            except FileNotFoundError:  # gone, or still being created by another process
+                continue
             except ModelMismatch as exc:
                 logger.error("%s", exc)
                 self._refused[name] = exc
@@ -79,6 +94,8 @@ class GalleryManager:
             return self._get_locked(name)
 
     def _get_locked(self, name: str) -> Gallery:
+        if name not in self._open and name not in self._refused and NAME_RE.match(name):
+            self._discover_locked(name)
         if name in self._refused:
             raise self._refused[name]
         if name not in self._open:
@@ -115,6 +132,8 @@ class GalleryManager:
     def statuses(self) -> list[GalleryStatus]:
         """Every gallery, open or refused, sorted by name."""
         with self._lock:
+            if self.root.is_dir():
+                self._discover_locked()
             out = [GalleryStatus(n, "open", len(g)) for n, g in self._open.items()]
             out += [GalleryStatus(n, "model_mismatch", 0, str(e)) for n, e in self._refused.items()]
         return sorted(out, key=lambda s: s.name)

@@ -205,6 +205,10 @@ class Gallery:
         self._dead = 0
         self._faiss = FaissIndex(dim, options) if needs_faiss(options) else None
         self._exact: ExactReranker | None = None  # built by the first exact re-ranked search
+        self._seen_upto = 0
+        """Every item id up to this one is in memory (or deleted): see :meth:`_catch_up`."""
+        self._data_version = -1
+        """SQLite's data_version when the file was last read for other processes' items."""
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -229,6 +233,8 @@ class Gallery:
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(SCHEMA)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if not meta and not create:  # another process is creating it: not a gallery yet
+                raise FileNotFoundError(path)
             if not meta:
                 with conn:
                     conn.execute("BEGIN IMMEDIATE")
@@ -248,15 +254,10 @@ class Gallery:
     def _load(self) -> None:
         """Rebuild the in-memory rows and index from the stored embeddings."""
         t0 = time.perf_counter()
+        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         cur = self._conn.execute("SELECT id, camera, timestamp, embedding FROM items ORDER BY id")
         while batch := cur.fetchmany(8192):
-            ids = np.array([r[0] for r in batch], dtype=np.int64)
-            cams = np.array([self._code(r[1]) for r in batch], dtype=np.int32)
-            times = np.array([r[2] for r in batch], dtype=np.float64)
-            emb = np.frombuffer(b"".join(r[3] for r in batch), dtype=np.float32).reshape(
-                len(batch), self.dim
-            )
-            self._append_rows(ids, cams, times, emb, update_index=False)
+            self._append_fetched(batch, update_index=False)
         if self._faiss is not None:
             self._faiss.rebuild(self._rows.matrix[: self._rows.n])
         logger.info(
@@ -265,6 +266,54 @@ class Gallery:
             self._rows.n,
             time.perf_counter() - t0,
         )
+
+    def _append_fetched(self, batch: list[Any], update_index: bool) -> None:
+        """Append rows fetched as (id, camera, timestamp, embedding blob)."""
+        ids = np.array([r[0] for r in batch], dtype=np.int64)
+        cams = np.array([self._code(r[1]) for r in batch], dtype=np.int32)
+        times = np.array([r[2] for r in batch], dtype=np.float64)
+        emb = np.frombuffer(b"".join(r[3] for r in batch), dtype=np.float32).reshape(
+            len(batch), self.dim
+        )
+        self._append_rows(ids, cams, times, emb, update_index=update_index)
+        self._seen_upto = max(self._seen_upto, int(ids.max()))
+
+    def _catch_up(self) -> None:
+        """Load the items another process (``reid index``) committed since the last look.
+
+        SQLite's ``data_version`` changes only when another connection commits, so this
+        costs one pragma when nothing happened. Every id up to ``_seen_upto`` is known;
+        newer ids that are not in memory (this process's own inserts are) are appended.
+        Deletions go through the service's API, so another process's are not looked for.
+        Caller holds the lock.
+        """
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return
+        self._data_version = version
+        newer = [
+            int(i)
+            for (i,) in self._conn.execute(
+                "SELECT id FROM items WHERE id > ? ORDER BY id", (self._seen_upto,)
+            )
+        ]
+        missing = [i for i in newer if i not in self._row_of]
+        for start in range(0, len(missing), 8192):
+            chunk = missing[start : start + 8192]
+            marks = ",".join("?" * len(chunk))
+            batch = self._conn.execute(
+                "SELECT id, camera, timestamp, embedding FROM items"
+                f" WHERE id IN ({marks}) ORDER BY id",
+                chunk,
+            ).fetchall()
+            if batch:
+                self._append_fetched(batch, update_index=True)
+        if newer:
+            self._seen_upto = max(self._seen_upto, newer[-1])
+        if missing:
+            logger.info(
+                "gallery %s: %d items added by another process loaded", self.name, len(missing)
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -456,6 +505,7 @@ class Gallery:
         depth = max(k, rerank.shortlist) if rerank else k
         exact = rerank if rerank and rerank.mode == "exact" and filt.is_empty() else None
         with self._lock:  # snapshot: rows below n are never modified in place
+            self._catch_up()
             if exact is not None:
                 snapshot, reranker = self._snapshot(), self._exact_reranker(exact)
             else:
@@ -518,6 +568,7 @@ class Gallery:
 
     def __len__(self) -> int:
         with self._lock:
+            self._catch_up()
             return self._rows.n - self._dead
 
 
