@@ -32,10 +32,11 @@ from benchmarks.loadgen import load_in_process, multipart_request
 from benchmarks.results import load_note, write_section
 from reidcore.preprocess import to_array
 from service.app import create_app
+from service.cpu import available_cpus
 from service.gallery import GalleryManager, IndexOptions
 from service.images import decode_upload
 from service.jobs import ArchiveLimits, IndexConfig, index_source, open_source
-from service.runtime import ModelRuntime, RuntimeOptions, available_cpus
+from service.runtime import ModelRuntime, RuntimeOptions
 from service.settings import Settings
 from service.threaded import serve_in_thread
 

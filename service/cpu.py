@@ -16,13 +16,12 @@ the batch k-NN of the re-ranking neighbour lists.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-
-from service.runtime import available_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +30,14 @@ SPLIT_MIN_VALUES = 1 << 21
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def limit_numpy_blas() -> Any:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from reidcore.attributes import AttributeSchema
 from reidcore.preprocess import preprocess_batch
+from service.cpu import available_cpus
 from service.manifest import Manifest, load_manifest, model_path
 
 logger = logging.getLogger(__name__)
@@ -52,14 +53,6 @@ class Inference:
     """[N, dim] float32, L2-normalised."""
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     """Attribute name -> [N, num_classes] float32 probabilities, in schema order."""
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def choose_providers(device: str, available: Sequence[str]) -> list[str]:
@@ -157,10 +150,9 @@ class ModelRuntime:
         it is this runtime itself. The second session holds its own copy of the weights;
         it shares this runtime's observers.
         """
-        if workers <= 1 or CUDA_PROVIDER in self.providers:
-            return self
-        threads = max(1, (self.options.threads or available_cpus()) // workers)
-        if threads == (self.options.threads or available_cpus()):
+        total = self.options.threads or available_cpus()
+        threads = max(1, total // workers)
+        if workers <= 1 or threads == total or CUDA_PROVIDER in self.providers:
             return self
         with self._for_workers_lock:
             runtime = self._for_workers.get(threads)

@@ -28,13 +28,14 @@ import numpy as np
 from reidcore.attributes import AttributeSchema
 from reidcore.preprocess import PreprocessConfig, to_array
 from service.api.uploads import predictions
+from service.cpu import available_cpus
 from service.errors import ImageDecodeError
 from service.gallery import Gallery, NewItem
 from service.images import decode_upload
 from service.jobs.naming import DEFAULT_FPS, ItemInfo, parse_dataset_name
 from service.jobs.sources import Member, Source
 from service.jobs.store import Failure
-from service.runtime import Inference, available_cpus
+from service.runtime import Inference
 
 logger = logging.getLogger(__name__)
 
