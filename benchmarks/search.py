@@ -262,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Non-model part (decode + search + serialisation, p50 sum): {non_model:.1f} ms (target <= 15 ms). "
         f"Exact re-ranking (the default) adds {rerank_add:.1f} ms p50 (target <= 20 ms); "
         f"a gallery's first re-ranked search builds its neighbour lists: {build_s:.1f} s in "
-        f"process, {http_build_s:.1f} s over HTTP after the restart (one request, not in the "
-        "rows). Its rows use a different gallery item as the query each time. "
+        f"process; after the restart the first one over HTTP took {http_build_s:.1f} s, the "
+        "lists being taken back from the file the gallery saved when it closed (one request, "
+        "not in the rows). Its rows use a different gallery item as the query each time. "
         f"{load_note()}\n"
     )
     print(body)

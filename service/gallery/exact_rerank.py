@@ -10,18 +10,23 @@ query's top-K plus its neighbours' lists with the distance the full algorithm gi
 
 Lifecycle: built on the first re-ranked search of a gallery (one exact k-NN pass over the
 gallery: FAISS from 20k items, ~1 minute at 100k x 512 on 2 cores), then followed
-incrementally: rows appended since the last search are added, deleted rows removed. Row
-numbers change when the gallery compacts its tombstones; the gallery drops this object
-then and the next re-ranked search builds it again. Memory: a copy of the embeddings plus
+incrementally: rows appended since the last search are added, deleted rows removed. The
+gallery saves the lists when it closes (:meth:`ExactReranker.save`, beside its SQLite file)
+and the next process takes them back instead of building them, when they still describe
+the gallery's rows (:meth:`ExactReranker.load`). Row numbers change when the gallery
+compacts its tombstones; the gallery drops this object then and the next re-ranked search
+builds it again. Memory: a copy of the embeddings plus
 about 800 bytes per item (lists, flags and cached rows; ~80 MiB at 100k items).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -50,9 +55,13 @@ class ExactResult:
 class ExactReranker:
     """Neighbour lists and cached re-ranking rows over one gallery's rows (thread-safe)."""
 
-    def __init__(self, dim: int, k1: int, k2: int, lambda_value: float) -> None:
+    def __init__(
+        self, dim: int, k1: int, k2: int, lambda_value: float, saved: Path | None = None
+    ) -> None:
         self.dim = dim
         self.params = (k1, k2, lambda_value)
+        self.saved = saved
+        """Lists saved by an earlier process, tried before building them (may not exist)."""
         self._lock = threading.Lock()
         self._nb: GalleryNeighbours | None = None
         self._cache: RerankCache | None = None
@@ -94,6 +103,58 @@ class ExactReranker:
                 cache, _ = self._sync(*rows)
                 cache.sync()
 
+    def save(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> bool:
+        """Write the lists, brought to the gallery's ``rows`` (the snapshot of :meth:`search`)
+        first, to ``self.saved`` (atomically); False when they were never built.
+
+        Only the alive rows are written, renumbered, as a restarted gallery holds only its
+        alive items; and not their embeddings (the gallery has them): the lists, their
+        distances and the item id of every row, which :meth:`_load` checks.
+        """
+        with self._lock:
+            if self._nb is None or self.saved is None:
+                return False
+            self._sync(*rows)  # deletions are otherwise applied at the next search
+            arrays = _alive_rows(self._nb, self._item_ids)
+            if arrays is None:
+                logger.warning("exact re-ranking: lists name deleted rows; not saved")
+                return False
+            tmp = self.saved.with_name(self.saved.name + ".tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays, params=np.array(self.params))  # type: ignore[arg-type]
+            os.replace(tmp, self.saved)
+        logger.info(
+            "exact re-ranking: lists of %d rows saved to %s", len(self._item_ids), self.saved
+        )
+        return True
+
+    def _load(
+        self, matrix: np.ndarray, item_ids: np.ndarray
+    ) -> tuple[GalleryNeighbours, np.ndarray] | None:
+        """The saved lists, when they describe the first rows of these (same item ids, same
+        parameters); None otherwise. Rows appended or deleted since are then followed by
+        :meth:`_sync` as usual; a compaction changes the ids and forces a build."""
+        if self.saved is None or not self.saved.is_file():
+            return None
+        try:
+            with np.load(self.saved) as f:
+                arrays = {k: f[k] for k in f.files}
+            saved_ids = arrays.pop("item_ids")
+            n = len(saved_ids)
+            if tuple(arrays.pop("params").tolist()) != self.params or n > len(item_ids):
+                return None
+            if not np.array_equal(saved_ids, item_ids[:n]):
+                return None
+            nb = GalleryNeighbours.from_arrays({**arrays, "features": matrix[:n]})
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning(
+                "exact re-ranking: %s unusable (%s); building the lists", self.saved, exc
+            )
+            return None
+        if nb.m != self.params[0]:
+            return None
+        return nb, saved_ids.copy()
+
     def _sync(
         self, matrix: np.ndarray, alive: np.ndarray, item_ids: np.ndarray
     ) -> tuple[RerankCache, GalleryNeighbours]:
@@ -102,15 +163,20 @@ class ExactReranker:
         n = matrix.shape[0]
         if self._nb is None or self._cache is None:
             t0 = time.perf_counter()
-            self._nb = build_neighbours(matrix, alive, m=k1)
+            loaded = self._load(matrix, item_ids)
+            if loaded is None:
+                self._nb, self._item_ids = build_neighbours(matrix, alive, m=k1), item_ids.copy()
+            else:
+                self._nb, self._item_ids = loaded
             self._cache = RerankCache(self._nb, k1=k1, k2=k2, lambda_value=lam)
-            self._item_ids = item_ids.copy()
             logger.info(
-                "exact re-ranking: lists and cache built for %d items in %.1f s",
+                "exact re-ranking: lists %s and cache built for %d items in %.1f s",
+                "built" if loaded is None else f"loaded from {self.saved}",
                 int(alive.sum()),
                 time.perf_counter() - t0,
             )
-            return self._cache, self._nb
+            if loaded is None:
+                return self._cache, self._nb
         nb = self._nb
         if n > nb.size:
             self._item_ids = np.concatenate([self._item_ids, item_ids[nb.size : n]])
@@ -119,6 +185,26 @@ class ExactReranker:
         if gone.size:
             nb.remove(gone)
         return self._cache, nb
+
+
+def _alive_rows(nb: GalleryNeighbours, item_ids: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The lists of ``nb``'s alive rows, renumbered, with their item ids (the
+    :meth:`GalleryNeighbours.from_arrays` fields but the features); None if an alive row
+    lists a dead one (never, as removals repair the lists)."""
+    alive = nb.alive
+    keep = np.flatnonzero(alive)
+    new_row = np.full(len(alive), -1, dtype=np.int64)
+    new_row[keep] = np.arange(keep.size)
+    ids = nb.neighbour_ids[keep]
+    renumbered = np.where(ids >= 0, new_row[np.maximum(ids, 0)], -1)
+    if np.any((ids >= 0) & (renumbered < 0)):
+        return None
+    return {
+        "neighbour_ids": renumbered,
+        "neighbour_dists": nb.neighbour_dists[keep],
+        "alive": np.ones(keep.size, dtype=bool),
+        "item_ids": item_ids[keep],
+    }
 
 
 def build_neighbours(matrix: np.ndarray, alive: np.ndarray, m: int) -> GalleryNeighbours:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from service.errors import GalleryNotFound, InvalidInput, ModelMismatch
 from service.gallery.search import IndexOptions
-from service.gallery.store import Gallery
+from service.gallery.store import Gallery, rerank_lists_path
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ class GalleryManager:
             base = self.root / f"{name}{SUFFIX}"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{base}{suffix}").unlink(missing_ok=True)
+            rerank_lists_path(base).unlink(missing_ok=True)
         logger.info("gallery %s deleted", name)
 
     def statuses(self) -> list[GalleryStatus]:

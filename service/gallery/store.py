@@ -180,6 +180,11 @@ class _Rows:
             setattr(self, name, new)
 
 
+def rerank_lists_path(gallery_path: Path) -> Path:
+    """Where a gallery's exact re-ranking lists are saved between processes."""
+    return gallery_path.with_name(gallery_path.name + ".rerank.npz")
+
+
 class Gallery:
     """A named gallery backed by one SQLite file; thread-safe."""
 
@@ -316,8 +321,16 @@ class Gallery:
             )
 
     def close(self) -> None:
+        """Close the file; the exact re-ranking lists, when built, are saved beside it."""
         with self._lock:
+            exact, self._exact = self._exact, None
+            snapshot = self._snapshot()
             self._conn.close()
+        if exact is not None:
+            try:
+                exact.save(snapshot)
+            except OSError as exc:  # a cache: the next process builds the lists again
+                logger.warning("gallery %s: re-ranking lists not saved (%s)", self.name, exc)
 
     # ----------------------------------------------------------------- writes
     def find_external(self, external_ids: Sequence[str]) -> dict[str, int]:
@@ -544,7 +557,7 @@ class Gallery:
         """This gallery's exact re-ranking structure for ``p`` (caller holds the lock)."""
         params = (p.k1, p.k2, p.lambda_value)
         if self._exact is None or self._exact.params != params:
-            self._exact = ExactReranker(self.dim, *params)
+            self._exact = ExactReranker(self.dim, *params, saved=rerank_lists_path(self.path))
         return self._exact
 
     def stats(self) -> GalleryStats:

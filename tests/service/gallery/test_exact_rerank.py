@@ -150,3 +150,95 @@ def test_everything_deleted_gives_no_matches(tmp_path: Path) -> None:
     for i in ids:
         g.delete(i)
     assert g.search(queries[0], 5, rerank=PARAMS) == []
+
+
+def _reopen(tmp_path: Path) -> tuple[GalleryManager, store.Gallery]:
+    m = GalleryManager(tmp_path, MODEL, 16, IndexOptions())
+    m.open_all()
+    return m, m.get("g")
+
+
+def test_lists_saved_at_close_serve_the_next_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing saves the lists; the next process searches exactly without building them,
+    following the rows deleted and appended since (by it or by another process)."""
+    g_feats, queries = _features(seed=2, num_ids=50)
+    m, g = _reopen_or_create(tmp_path)
+    ids = [r.id for r in g.add(_items(180), g_feats[:180])]
+    _check(g, g_feats[:180], ids, queries[:1])  # builds the lists
+    g.delete(ids[5])
+    m.close()
+    saved = store.rerank_lists_path(g.path)
+    assert saved.is_file()
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the saved lists should have been used")
+
+    monkeypatch.setattr(exact_rerank, "build_neighbours", no_build)
+    m, g = _reopen(tmp_path)
+    ids += [r.id for r in g.add(_items(60, start=180), g_feats[180:240])]  # after the save
+    g.delete(ids[7])
+    keep = [j for j in range(240) if j not in (5, 7)]
+    _check(g, g_feats[keep], [ids[j] for j in keep], queries[1:4])
+    m.close()
+    with np.load(saved) as f:  # saved again at this close: new rows in, deleted ones out
+        assert f["item_ids"].tolist() == [ids[j] for j in keep]
+
+
+@pytest.mark.parametrize("change", ["compaction", "params", "corrupt"])
+def test_stale_saved_lists_are_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    monkeypatch.setattr(store, "COMPACT_MIN_DEAD", 10)
+    g_feats, queries = _features(seed=3, num_ids=40)
+    m, g = _reopen_or_create(tmp_path)
+    ids = [r.id for r in g.add(_items(len(g_feats)), g_feats)]
+    _check(g, g_feats, ids, queries[:1])
+    m.close()
+    saved = store.rerank_lists_path(g.path)
+    builds: list[int] = []
+    real_build = exact_rerank.build_neighbours
+
+    def counting_build(matrix: np.ndarray, alive: np.ndarray, m: int) -> object:
+        builds.append(int(alive.sum()))
+        return real_build(matrix, alive, m)
+
+    monkeypatch.setattr(exact_rerank, "build_neighbours", counting_build)
+    m, g = _reopen(tmp_path)
+    keep = list(range(len(ids)))
+    params = PARAMS
+    if change == "compaction":  # rows renumbered: the saved row -> item map no longer holds
+        for j in range(60):  # past a quarter of the rows
+            g.delete(ids[j])
+        assert g._rows.n < len(ids)
+        keep = keep[60:]
+    elif change == "params":
+        params = RerankParams(shortlist=20, k1=PARAMS.k1 + 2, k2=PARAMS.k2, lambda_value=0.3)
+    else:
+        saved.write_bytes(b"not an npz file")
+    q = queries[1]
+    got = g.search(q, 10, rerank=params)
+    assert builds == [len(keep)]
+    full = full_one_query(q, g_feats[keep], params.k1, params.k2, params.lambda_value)
+    np.testing.assert_allclose([x.distance for x in got], np.sort(full)[:10], atol=2e-6, rtol=0)
+    m.close()
+
+
+def test_deleting_a_gallery_deletes_its_saved_lists(tmp_path: Path) -> None:
+    g_feats, queries = _features(seed=4)
+    m, g = _reopen_or_create(tmp_path)
+    g.add(_items(len(g_feats)), g_feats)
+    g.search(queries[0], 5, rerank=PARAMS)
+    m.close()
+    m, g = _reopen(tmp_path)
+    saved = store.rerank_lists_path(g.path)
+    assert saved.is_file()
+    m.delete("g")
+    assert not saved.exists()
+
+
+def _reopen_or_create(tmp_path: Path) -> tuple[GalleryManager, store.Gallery]:
+    m = GalleryManager(tmp_path, MODEL, 16, IndexOptions())
+    m.open_all()
+    return m, m.get_or_create("g")
