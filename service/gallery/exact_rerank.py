@@ -13,10 +13,10 @@ gallery: FAISS from 20k items, ~1 minute at 100k x 512 on 2 cores), then followe
 incrementally: rows appended since the last search are added, deleted rows removed. The
 gallery saves the lists when it closes (:meth:`ExactReranker.save`, beside its SQLite file)
 and the next process takes them back instead of building them, when they still describe
-the gallery's rows (:meth:`ExactReranker.load`). Row numbers change when the gallery
+the gallery's rows (:meth:`ExactReranker._load`). Row numbers change when the gallery
 compacts its tombstones; the gallery drops this object then and the next re-ranked search
-builds it again. Memory: a copy of the embeddings plus
-about 800 bytes per item (lists, flags and cached rows; ~80 MiB at 100k items).
+builds it again. Memory: a copy of the embeddings plus about 800 bytes per item (lists,
+flags and cached rows; ~80 MiB at 100k items).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +125,7 @@ class ExactReranker:
                 np.savez(f, **arrays, params=np.array(self.params))  # type: ignore[arg-type]
             os.replace(tmp, self.saved)
         logger.info(
-            "exact re-ranking: lists of %d rows saved to %s", len(self._item_ids), self.saved
+            "exact re-ranking: lists of %d rows saved to %s", len(arrays["item_ids"]), self.saved
         )
         return True
 
@@ -146,7 +147,7 @@ class ExactReranker:
             if not np.array_equal(saved_ids, item_ids[:n]):
                 return None
             nb = GalleryNeighbours.from_arrays({**arrays, "features": matrix[:n]})
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             logger.warning(
                 "exact re-ranking: %s unusable (%s); building the lists", self.saved, exc
             )

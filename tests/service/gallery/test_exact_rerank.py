@@ -186,7 +186,7 @@ def test_lists_saved_at_close_serve_the_next_process(
         assert f["item_ids"].tolist() == [ids[j] for j in keep]
 
 
-@pytest.mark.parametrize("change", ["compaction", "params", "corrupt"])
+@pytest.mark.parametrize("change", ["compaction", "params", "corrupt", "truncated"])
 def test_stale_saved_lists_are_rebuilt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
@@ -215,8 +215,10 @@ def test_stale_saved_lists_are_rebuilt(
         keep = keep[60:]
     elif change == "params":
         params = RerankParams(shortlist=20, k1=PARAMS.k1 + 2, k2=PARAMS.k2, lambda_value=0.3)
-    else:
+    elif change == "corrupt":
         saved.write_bytes(b"not an npz file")
+    else:
+        saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
     q = queries[1]
     got = g.search(q, 10, rerank=params)
     assert builds == [len(keep)]
