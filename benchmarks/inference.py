@@ -38,7 +38,7 @@ from benchmarks.results import load_note, write_section
 from export.checkpoint import load_for_export
 from export.onnx_export import OnnxExportConfig, export_onnx
 from export.pipeline import evenly_spaced
-from export.validation import ValidationSet, embed, load_images, open_session
+from export.validation import ValidationSet, embed, load_images, open_session, validation_set
 from export.variants import DEFAULT_INT8, Int8Config, build_int8, build_optimized
 from export.verify import row_cosine
 from reidcore.evaluation import EvaluationResult, evaluate_rank, pairwise_euclidean
@@ -178,18 +178,8 @@ def cuhk03_split() -> tuple[ValidationSet, list[Path]] | None:
         print(f"{CUHK03} absent: int8 accuracy part skipped")
         return None
     train, query, gallery = split_validation(read_market(CUHK03).train, num_ids=100, seed=0)
-    batch_of = lambda samples: preprocess_batch(load_images([Path(s.path) for s in samples]), CFG)  # noqa: E731
-    vs = ValidationSet(
-        name="CUHK03-NP detected train, 100 held-out identities (seed 0)",
-        query=batch_of(query),
-        gallery=batch_of(gallery),
-        query_ids=np.asarray([s.pid for s in query]),
-        query_cams=np.asarray([s.camid for s in query]),
-        gallery_ids=np.asarray([s.pid for s in gallery]),
-        gallery_cams=np.asarray([s.camid for s in gallery]),
-        paths=[s.path for s in [*query, *gallery]],
-    )
-    return vs, sorted(Path(s.path) for s in train)
+    name = "CUHK03-NP detected train, 100 held-out identities (seed 0)"
+    return validation_set(name, query, gallery, CFG), sorted(Path(s.path) for s in train)
 
 
 @dataclass

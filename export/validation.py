@@ -105,6 +105,13 @@ def load_validation_set(
     """Decode and preprocess the validation split of ``root`` (see :func:`validation_samples`)."""
     name, query, gallery = validation_samples(root, num_ids, seed)
     logger.info("validation set %s: %d query, %d gallery images", name, len(query), len(gallery))
+    return validation_set(name, query, gallery, cfg)
+
+
+def validation_set(
+    name: str, query: Sequence[Sample], gallery: Sequence[Sample], cfg: PreprocessConfig
+) -> ValidationSet:
+    """Query and gallery samples decoded and preprocessed, with their labels."""
 
     def batch(samples: Sequence[Sample]) -> np.ndarray:
         return preprocess_batch(load_images([Path(s.path) for s in samples]), cfg)
