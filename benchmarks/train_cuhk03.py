@@ -22,13 +22,11 @@ import argparse
 import logging
 import re
 import sys
-import time
 from pathlib import Path
 
 from benchmarks.results import load_note, write_section
+from benchmarks.training_run import timed_training
 from reidcore.logs import configure_logging
-from training.config import load_train_config
-from training.trainer import train
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +61,7 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
         f"threads={args.threads}",
         "progress=false",
     ]
-    cfg = load_train_config(CONFIG, [*base, *overrides])
-    start = time.perf_counter()
-    result = train(cfg)
-    row = dict(result.history[-1])
-    row["train_s"] = time.perf_counter() - start
+    row = timed_training(CONFIG, [*base, *overrides])
     logger.info("%s: %s", name, {k: row.get(k) for k in (*METRICS, "train_s")})
     return row
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.results import write_section
+from benchmarks.training_run import timed_training
 from reidcore.logs import configure_logging
-from training.config import load_train_config
 from training.data.synthetic import generate_dataset
-from training.trainer import train
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +58,7 @@ def run_variant(
         "threads=1",
         "progress=false",
     ]
-    cfg = load_train_config(CONFIG, [*base, *overrides])
-    start = time.perf_counter()
-    result = train(cfg)
-    row = dict(result.history[-1])
-    row["train_s"] = time.perf_counter() - start
-    return row
+    return timed_training(CONFIG, [*base, *overrides])
 
 
 def _pct(row: dict[str, float], key: str) -> str:
