@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import re
 import socket
 import sqlite3
 import tarfile
@@ -24,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from quickstart.client import ReidClient, ServiceCallError
+from service.jobs.naming import parse_dataset_name
 from service.threaded import ServerStartError, ThreadedServer, bind_socket
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 """Longest wait for the service to load its model and galleries."""
 ITEMS_BATCH = 32
 """Images per ``POST /v1/galleries/{g}/items`` request when the jobs API is absent."""
-_FRAME = re.compile(r"_c\d+s\d+_(\d+)_")
 
 
 class DemoError(RuntimeError):
@@ -146,9 +145,10 @@ def _index_with_job(
 
 
 def item_fields(img: GalleryImage) -> dict[str, Any]:
-    """``items`` entry for one crop: camera, timestamp (frame / 25 fps), file and identity."""
-    m = _FRAME.search(img.path.name)
-    timestamp = int(m.group(1)) / 25.0 if m else 0.0
+    """``items`` entry for one crop: camera, timestamp (the bulk jobs' reading of the file
+    name: frame / 25 fps), file and identity."""
+    info = parse_dataset_name(img.path.name)
+    timestamp = info.timestamp if info else 0.0
     return {
         "camera": f"c{img.camid}",
         "timestamp": timestamp,
