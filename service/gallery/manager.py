@@ -67,8 +67,9 @@ class GalleryManager:
 
         Another process (``reid index``) may have created them since the service started.
         """
-        names = [only] if only is not None else None
-        if names is None:
+        if only is not None:
+            names = [only]
+        else:
             names = [p.name[: -len(SUFFIX)] for p in sorted(self.root.glob(f"*{SUFFIX}"))]
         for name in names:
             path = self.root / f"{name}{SUFFIX}"
