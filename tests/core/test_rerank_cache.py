@@ -24,6 +24,15 @@ def _top(q: np.ndarray, g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, 
     return top, d[top], d
 
 
+def _cached(
+    g: np.ndarray, m: int, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> tuple[GalleryNeighbours, RerankCache]:
+    """Neighbour lists (width ``m``) of the whole gallery ``g`` and a cache over them."""
+    nb = GalleryNeighbours(g.shape[1], m=m)
+    nb.add(g)
+    return nb, RerankCache(nb, k1=k1, k2=k2, lambda_value=lambda_value)
+
+
 @pytest.mark.parametrize(
     ("k1", "k2", "lam"), [(20, 6, 0.3), (7, 1, 0.5), (10, 4, 0.0), (1, 1, 0.3)]
 )
@@ -32,9 +41,7 @@ def test_scores_equal_the_full_algorithm(seed: int, k1: int, k2: int, lam: float
     """Small K (the query enters many lists past its top-K): every score is still exact."""
     fs = _data(seed)
     g = fs.gallery_features
-    nb = GalleryNeighbours(g.shape[1], m=k1 + 3)
-    nb.add(g)
-    cache = RerankCache(nb, k1=k1, k2=k2, lambda_value=lam)
+    nb, cache = _cached(g, k1 + 3, k1=k1, k2=k2, lambda_value=lam)
     assert cache.ready
     for q in fs.query_features[:6]:
         full = full_one_query(q, g, k1, k2, lam)
@@ -49,9 +56,7 @@ def test_scores_equal_the_full_algorithm(seed: int, k1: int, k2: int, lam: float
 def test_same_result_as_rerank_expanded(seed: int) -> None:
     fs = _data(seed, num_ids=60)
     g = fs.gallery_features
-    nb = GalleryNeighbours(g.shape[1], m=25)
-    nb.add(g)
-    cache = RerankCache(nb)
+    nb, cache = _cached(g, 25)
     for q in fs.query_features[:5]:
         top, top_d, _ = _top(q, g, 40)
         ref_ids, ref_d = rerank_expanded(q, top, top_d, nb, expand=10, expand_width=15)
@@ -64,9 +69,7 @@ def test_same_result_as_rerank_expanded(seed: int) -> None:
 def test_covering_shortlist_scores_the_whole_gallery() -> None:
     fs = _data(4, num_ids=20)
     g = fs.gallery_features
-    nb = GalleryNeighbours(g.shape[1], m=20)
-    nb.add(g)
-    cache = RerankCache(nb)
+    nb, cache = _cached(g, 20)
     q = fs.query_features[0]
     top, top_d, _ = _top(q, g, g.shape[0])
     ids, dist = cache.query(q, top, top_d)
@@ -78,9 +81,7 @@ def test_gallery_distances_and_the_full_pass_give_the_same_answer() -> None:
     """The three ways to find the lists the query enters: given, one pass, per-item gather."""
     fs = _data(5, noise=1.4)  # concentrated distances: many candidates past the top-K
     g = fs.gallery_features
-    nb = GalleryNeighbours(g.shape[1], m=20)
-    nb.add(g)
-    cache = RerankCache(nb)
+    nb, cache = _cached(g, 20)
     for q in fs.query_features[:4]:
         top, top_d, d_all = _top(q, g, 20)
         a = cache.query(q, top, top_d)
@@ -153,9 +154,7 @@ def test_queries_follow_the_neighbour_lists_without_an_explicit_sync() -> None:
 def test_small_gallery_falls_back_to_the_uncached_path() -> None:
     fs = _data(8, num_ids=3)  # 15 items < k1 + 1
     g = fs.gallery_features
-    nb = GalleryNeighbours(g.shape[1], m=20)
-    nb.add(g)
-    cache = RerankCache(nb)
+    nb, cache = _cached(g, 20)
     assert not cache.ready
     q = fs.query_features[0]
     top, top_d, _ = _top(q, g, g.shape[0])

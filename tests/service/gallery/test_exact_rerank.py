@@ -40,10 +40,15 @@ def _items(n: int, start: int = 0) -> list[NewItem]:
     ]
 
 
-def _gallery(tmp_path: Path) -> store.Gallery:
+def _open(tmp_path: Path, create: bool = True) -> tuple[GalleryManager, store.Gallery]:
+    """A manager over ``tmp_path`` (as a new process would open it) and its gallery g."""
     m = GalleryManager(tmp_path, MODEL, 16, IndexOptions())
     m.open_all()
-    return m.get_or_create("g")
+    return m, m.get_or_create("g") if create else m.get("g")
+
+
+def _gallery(tmp_path: Path) -> store.Gallery:
+    return _open(tmp_path)[1]
 
 
 def _full(q: np.ndarray, g: np.ndarray, p: RerankParams = PARAMS) -> np.ndarray:
@@ -152,19 +157,13 @@ def test_everything_deleted_gives_no_matches(tmp_path: Path) -> None:
     assert g.search(queries[0], 5, rerank=PARAMS) == []
 
 
-def _reopen(tmp_path: Path) -> tuple[GalleryManager, store.Gallery]:
-    m = GalleryManager(tmp_path, MODEL, 16, IndexOptions())
-    m.open_all()
-    return m, m.get("g")
-
-
 def test_lists_saved_at_close_serve_the_next_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Closing saves the lists; the next process searches exactly without building them,
     following the rows deleted and appended since (by it or by another process)."""
     g_feats, queries = _features(seed=2, num_ids=50)
-    m, g = _reopen_or_create(tmp_path)
+    m, g = _open(tmp_path)
     ids = [r.id for r in g.add(_items(180), g_feats[:180])]
     _check(g, g_feats[:180], ids, queries[:1])  # builds the lists
     g.delete(ids[5])
@@ -176,7 +175,7 @@ def test_lists_saved_at_close_serve_the_next_process(
         raise AssertionError("the saved lists should have been used")
 
     monkeypatch.setattr(exact_rerank, "build_neighbours", no_build)
-    m, g = _reopen(tmp_path)
+    m, g = _open(tmp_path, create=False)
     ids += [r.id for r in g.add(_items(60, start=180), g_feats[180:240])]  # after the save
     g.delete(ids[7])
     keep = [j for j in range(240) if j not in (5, 7)]
@@ -192,7 +191,7 @@ def test_stale_saved_lists_are_rebuilt(
 ) -> None:
     monkeypatch.setattr(store, "COMPACT_MIN_DEAD", 10)
     g_feats, queries = _features(seed=3, num_ids=40)
-    m, g = _reopen_or_create(tmp_path)
+    m, g = _open(tmp_path)
     ids = [r.id for r in g.add(_items(len(g_feats)), g_feats)]
     _check(g, g_feats, ids, queries[:1])
     m.close()
@@ -205,7 +204,7 @@ def test_stale_saved_lists_are_rebuilt(
         return real_build(matrix, alive, m)
 
     monkeypatch.setattr(exact_rerank, "build_neighbours", counting_build)
-    m, g = _reopen(tmp_path)
+    m, g = _open(tmp_path, create=False)
     keep = list(range(len(ids)))
     params = PARAMS
     if change == "compaction":  # rows renumbered: the saved row -> item map no longer holds
@@ -229,18 +228,12 @@ def test_stale_saved_lists_are_rebuilt(
 
 def test_deleting_a_gallery_deletes_its_saved_lists(tmp_path: Path) -> None:
     g_feats, queries = _features(seed=4)
-    m, g = _reopen_or_create(tmp_path)
+    m, g = _open(tmp_path)
     g.add(_items(len(g_feats)), g_feats)
     g.search(queries[0], 5, rerank=PARAMS)
     m.close()
-    m, g = _reopen(tmp_path)
+    m, g = _open(tmp_path, create=False)
     saved = store.rerank_lists_path(g.path)
     assert saved.is_file()
     m.delete("g")
     assert not saved.exists()
-
-
-def _reopen_or_create(tmp_path: Path) -> tuple[GalleryManager, store.Gallery]:
-    m = GalleryManager(tmp_path, MODEL, 16, IndexOptions())
-    m.open_all()
-    return m, m.get_or_create("g")

@@ -9,27 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.gallery import GalleryManager, IndexOptions, NewItem, RerankParams
-
-DIM = 16
-MODEL = "b" * 64
+from service.gallery import RerankParams
+from tests.service.gallery.test_store import _items, _manager, _unit
 
 
-def _unit(seed: int, n: int) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _items(tag: str, n: int) -> list[NewItem]:
-    return [
-        NewItem(camera=f"c{i % 3}", timestamp=float(i), external_id=f"{tag}{i}") for i in range(n)
-    ]
-
-
-def _manager(root: Path, kind: str = "flat") -> GalleryManager:
-    m = GalleryManager(root, MODEL, DIM, IndexOptions(kind=kind))
-    m.open_all()
-    return m
+def _vectors(seed: int, n: int) -> np.ndarray:
+    return _unit(np.random.default_rng(seed), n)
 
 
 def _stored(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -43,21 +28,21 @@ def _stored(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_items_of_another_process_are_searched(tmp_path: Path, kind: str) -> None:
-    service = _manager(tmp_path, kind)
+    service = _manager(tmp_path, kind=kind)
     mine = service.get_or_create("g")
-    mine.add(_items("s", 20), _unit(0, 20))
-    other = _manager(tmp_path, kind).get("g")
-    other.add(_items("o", 30), _unit(1, 30))
+    mine.add(_items(20), _vectors(0, 20))
+    other = _manager(tmp_path, kind=kind).get("g")
+    other.add(_items(30, start=100), _vectors(1, 30))
     assert len(mine) == 50
     # interleaved writers: ids of both kinds alternate, none lost or doubled
-    mine.add(_items("s2-", 10), _unit(2, 10))
-    other.add(_items("o2-", 10), _unit(3, 10))
-    mine.add(_items("s3-", 5), _unit(4, 5))
+    mine.add(_items(10, start=200), _vectors(2, 10))
+    other.add(_items(10, start=300), _vectors(3, 10))
+    mine.add(_items(5, start=400), _vectors(4, 5))
     assert len(mine) == 75
     ids, emb = _stored(tmp_path)
     assert len(ids) == 75
     rng = np.random.default_rng(5)
-    for q in _unit(6, 10):
+    for q in _vectors(6, 10):
         hits = mine.search(q, 5)
         brute = ids[np.argsort(-(emb @ q), kind="stable")[:5]]
         assert [h.item.id for h in hits] == brute.tolist()
@@ -69,10 +54,10 @@ def test_exact_reranking_follows_another_process(tmp_path: Path) -> None:
     params = RerankParams(k1=6, k2=3, lambda_value=0.3, shortlist=20)
     service = _manager(tmp_path)
     mine = service.get_or_create("g")
-    mine.add(_items("s", 40), _unit(0, 40))
-    queries = _unit(9, 5)
+    mine.add(_items(40), _vectors(0, 40))
+    queries = _vectors(9, 5)
     mine.search(queries[0], 5, rerank=params)  # builds the lists
-    _manager(tmp_path).get("g").add(_items("o", 25), _unit(1, 25))
+    _manager(tmp_path).get("g").add(_items(25, start=100), _vectors(1, 25))
     fresh = _manager(tmp_path).get("g")  # opened after the add: the reference
     for q in queries:
         got = mine.search(q, 8, rerank=params)
@@ -84,8 +69,8 @@ def test_exact_reranking_follows_another_process(tmp_path: Path) -> None:
 def test_gallery_created_by_another_process_is_found(tmp_path: Path) -> None:
     service = _manager(tmp_path)
     other = _manager(tmp_path)
-    other.get_or_create("h").add(_items("o", 3), _unit(1, 3))
+    other.get_or_create("h").add(_items(3), _vectors(1, 3))
     assert [s.name for s in service.statuses()] == ["h"]
     assert len(service.get("h")) == 3
-    other.get_or_create("k").add(_items("o", 2), _unit(2, 2))
+    other.get_or_create("k").add(_items(2), _vectors(2, 2))
     assert len(service.get("k")) == 2  # found on first use, before any listing
