@@ -74,8 +74,10 @@ def matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     Equal to ``matrix @ vector`` within float32 rounding (BLAS may sum a row in another
     order depending on where its chunk starts).
     """
+    if matrix.size < SPLIT_MIN_VALUES:  # most galleries: no affinity lookup, no pool
+        return matrix @ vector
     workers = available_cpus()
-    if matrix.size < SPLIT_MIN_VALUES or workers == 1 or matrix.shape[0] < 2 * workers:
+    if workers == 1 or matrix.shape[0] < 2 * workers:
         return matrix @ vector
     out = np.empty(matrix.shape[0], dtype=np.result_type(matrix, vector))
     bounds = np.linspace(0, matrix.shape[0], workers + 1).astype(int)

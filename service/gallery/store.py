@@ -324,9 +324,9 @@ class Gallery:
         """Close the file; the exact re-ranking lists, when built, are saved beside it."""
         with self._lock:
             exact, self._exact = self._exact, None
-            snapshot = self._snapshot()
+            snapshot = self._snapshot() if exact is not None else None
             self._conn.close()
-        if exact is not None:
+        if exact is not None and snapshot is not None:
             try:
                 exact.save(snapshot)
             except OSError as exc:  # a cache: the next process builds the lists again
