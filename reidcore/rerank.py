@@ -3,33 +3,33 @@
 "Re-ranking Person Re-identification with k-reciprocal Encoding", Z. Zhong, L. Zheng,
 D. Cao, S. Li, CVPR 2017. Numpy only: the service imports this module without scipy.
 
-Definitions used here (the paper's equations, with the choices the paper leaves open)
---------------------------------------------------------------------------------------
-The probe set and the gallery form one set of ``N = Nq + Ng`` items (as in the authors'
-released code: queries are neighbours of each other too). With ``d`` the input (plain,
-not squared) Euclidean distance:
+Definitions used here: the authors' released code (``re_ranking``), step for step
+----------------------------------------------------------------------------------
+The probe set and the gallery form one set of ``N = Nq + Ng`` items (queries are neighbours
+of each other too). With ``d`` the input (plain, not squared) Euclidean distance:
 
-* **original distance** ``d_o(i, j) = d(i, j)**2``: the paper's Mahalanobis distance
-  ``(x_i - x_j)^T M (x_i - x_j)`` with ``M = I``. Unlike the released code, there is **no
-  per-column division by the column's maximum**: that normalisation makes every score depend
-  on the farthest item of the set (one outlier rescales everything) and on which items a
-  shortlist happens to hold. ``d_o`` depends on the two items only, so the full algorithm and
-  the shortlist variant agree exactly when the shortlist is the whole gallery. The price: the
-  Gaussian weights ``exp(-d_o)`` assume distances on the scale of L2-normalised embeddings
-  (``d in [0, 2]``); scale un-normalised features before re-ranking.
+* **original distance** ``d_o(i, j) = d(i, j)**2 / max_l d(l, i)**2``: the paper's
+  Mahalanobis distance with ``M = I``, divided by the per-column maximum of the squared
+  distance matrix (then transposed) as the released code does. The scores therefore do not
+  depend on the feature scale; they do depend on the farthest item of the set.
+  (:func:`reidcore.rerank_rows.original_distance`)
 * ``N(i, k)``: ``i`` itself (forced first; the diagonals of ``q_q_dist`` and ``g_g_dist`` are
-  taken as 0) followed by its ``k`` nearest other items, ties broken by item index (ties that
-  straddle the k-th place are broken arbitrarily).
+  taken as 0) followed by its ``k`` nearest other items by ``d_o``, ties broken by item index
+  (the released ``argsort`` breaks them arbitrarily).
 * ``R(i, k) = {j in N(i, k) : i in N(j, k)}`` (Eq. 4), computed for ``k = k1`` and for
-  ``k = round(k1 / 2)`` (numpy's round-half-to-even, as the released code).
+  ``k = round(k1 / 2)`` (numpy's round-half-to-even, as released).
 * ``R*(i) = R(i, k1) ∪ R(c, k1/2)`` for each ``c in R(i, k1)`` with
-  ``|R(c, k1/2) ∩ R(i, k1)| >= 2/3 |R(c, k1/2)|`` (Eq. 6; the released code uses ``>``).
+  ``|R(c, k1/2) ∩ R(i, k1)| > 2/3 |R(c, k1/2)|`` (Eq. 6 with the released strict ``>``).
 * ``V[i, j] = exp(-d_o(i, j)) / sum_{j' in R*(i)} exp(-d_o(i, j'))`` for ``j in R*(i)``,
-  else 0 (Eq. 7, normalised so that each row sums to 1 as in the released code).
+  else 0 (Eq. 7, rows normalised to sum 1 as released).
 * local query expansion (Eq. 11): ``V[i] <- mean_{j in N(i, k2 - 1)} V[j]`` (the ``k2``
   nearest items, ``i`` included); skipped when ``k2 == 1`` (it would be the identity).
 * ``d_J(i, j) = 1 - sum_l min(V[i, l], V[j, l]) / sum_l max(V[i, l], V[j, l])`` (Eq. 10)
 * ``d*(q, g) = (1 - lambda) d_J(q, g) + lambda d_o(q, g)`` (Eq. 12).
+
+The steps after the neighbour lists live in :mod:`reidcore.rerank_rows`, shared with the
+per-query re-rankers. tests/core/test_rerank.py checks this module against a transcription
+of the released code on random cases (equal within 1e-6).
 
 Everything works on sparse neighbour lists (``N x (k1 + 1)`` ids) and padded sparse rows of
 ``V``; no ``N x N`` matrix is allocated besides the caller's inputs and the ``Nq x Ng`` output.
@@ -44,6 +44,15 @@ from pathlib import Path
 import numpy as np
 
 from reidcore.evaluation import pairwise_euclidean
+from reidcore.rerank_rows import (
+    SparseRows,
+    expansion_accepted,
+    final_distance,
+    gaussian_kernel,
+    jaccard_query_gallery,
+    local_query_expansion,
+    original_distance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -201,8 +210,9 @@ class _Dist:
             parts.append(np.concatenate([self.q_g[:, s:e].T, self.g_g[s:e]], axis=1))
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
-    def squared_at(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """``d(i, j)**2`` for index arrays of one shape (float32); 0 where ``i == j``."""
+    def original_at(self, i: np.ndarray, j: np.ndarray, row_max_sq: np.ndarray) -> np.ndarray:
+        """``d_o(i, j)`` (:func:`original_distance`) for index arrays of one shape; 0 where
+        ``i == j``."""
         nq = self.nq
         out = np.empty(i.shape, dtype=np.float32)
         iq, jq = i < nq, j < nq
@@ -215,18 +225,23 @@ class _Dist:
             if mask.any():
                 out[mask] = mat[a[mask], b[mask]]
         out[i == j] = 0.0
-        return np.square(out, out=out)
+        return original_distance(out, row_max_sq[i])
 
 
-def _top_neighbours(dist: _Dist, kk: int) -> np.ndarray:
-    """``N(i, kk - 1)`` for every item: ``[N, kk]`` ids, self first, by (distance, id)."""
+def _top_neighbours(dist: _Dist, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """``N(i, kk - 1)`` for every item: ``[N, kk]`` ids, self first, by (``d_o``, id); and
+    ``[N]`` each item's largest squared distance in the set (the released normalisation)."""
     n = dist.n
     ranks = np.empty((n, kk), dtype=np.intp)
+    row_max_sq = np.empty(n, dtype=np.float32)
     block = max(1, _BLOCK_BYTES // (12 * max(n, 1)))
     for start in range(0, n, block):
         stop = min(start + block, n)
         rows = dist.rows(start, stop)  # [B, N]
         local = np.arange(stop - start)
+        rows[local, start + local] = 0.0  # the diagonal is taken as 0
+        row_max_sq[start:stop] = np.square(rows).max(axis=1)
+        rows = original_distance(rows, row_max_sq[start:stop, None])  # ranks as released
         rows[local, start + local] = -1.0  # self is its own nearest neighbour
         if kk < n:
             part = np.argpartition(rows, kk - 1, axis=1)[:, :kk]  # [B, kk] unordered
@@ -235,7 +250,7 @@ def _top_neighbours(dist: _Dist, kk: int) -> np.ndarray:
         d = np.take_along_axis(rows, part, axis=1)
         order = np.lexsort((part, d), axis=1)  # by distance, then id
         ranks[start:stop] = np.take_along_axis(part, order, axis=1)
-    return ranks
+    return ranks, row_max_sq
 
 
 def _reciprocal_mask(ranks: np.ndarray, k: int) -> np.ndarray:
@@ -271,7 +286,7 @@ def _expanded_sets(ranks: np.ndarray, s: _Sizes) -> tuple[np.ndarray, np.ndarray
         h_ok = recip_h[r_ids]  # [B, kk, kh] member of R(c, k1/2)
         inter = (_is_member(h_ids, r_ids, r_ok, n) & h_ok).sum(axis=2)  # [B, kk]
         size = h_ok.sum(axis=2)  # [B, kk]
-        accept = r_ok & (3 * inter >= 2 * size)  # Eq. 6, in integers
+        accept = r_ok & expansion_accepted(inter, size)  # Eq. 6
         b = stop - start
         ids[start:stop, :kk] = r_ids
         valid[start:stop, :kk] = r_ok
@@ -302,106 +317,27 @@ def _unique_rows(ids: np.ndarray, valid: np.ndarray, n: int) -> tuple[np.ndarray
     return np.where(ok, keyed, 0), ok
 
 
-def _weights(dist: _Dist, ids: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Rows of ``V`` (Eq. 7) on the padded ids: ``exp(-d_o)`` normalised per row, 0 if invalid."""
-    n, w = ids.shape
-    vals = np.zeros((n, w), dtype=np.float32)
-    rows = np.broadcast_to(np.arange(n)[:, None], (n, w))
-    vals[valid] = np.exp(-dist.squared_at(rows[valid], ids[valid]))
-    vals /= vals.sum(axis=1, keepdims=True)  # self is in R*(i) with weight 1: sum >= 1
-    return vals
-
-
-# --------------------------------------------------------------------------- sparse rows
-
-
-@dataclass
-class _Csr:
-    """Row-compressed sparse ``N x N`` matrix (columns sorted within each row)."""
-
-    indptr: np.ndarray
-    """``[N + 1]`` row starts."""
-    indices: np.ndarray
-    """Column ids of the stored values."""
-    data: np.ndarray
-    """Stored values (float32)."""
-
-
-def _padded_to_csr(ids: np.ndarray, vals: np.ndarray, valid: np.ndarray) -> _Csr:
+def _weights(dist: _Dist, ids: np.ndarray, valid: np.ndarray, row_max_sq: np.ndarray) -> SparseRows:
+    """Rows of ``V`` (Eq. 7) on ``R*(i)`` given as padded ``ids``/``valid``."""
+    n = ids.shape[0]
     counts = valid.sum(axis=1)
-    indptr = np.zeros(ids.shape[0] + 1, dtype=np.intp)
+    indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return _Csr(indptr, ids[valid], vals[valid])
+    rows = np.repeat(np.arange(n), counts)
+    cols = ids[valid].astype(np.int64)
+    return gaussian_kernel(SparseRows(indptr, cols, dist.original_at(rows, cols, row_max_sq)))
 
 
-def _query_expansion(v: _Csr, ranks: np.ndarray, k2: int) -> _Csr:
-    """Eq. 11: each row becomes the mean of the rows of its ``k2`` nearest items (self included)."""
+def _query_expansion(v: SparseRows, ranks: np.ndarray, k2: int) -> SparseRows:
+    """Eq. 11 on every row, in blocks of rows of bounded memory."""
     n = ranks.shape[0]
-    lengths = np.diff(v.indptr)
-    out_rows, out_cols, out_vals = [], [], []
-    per_row = max(1, int(lengths.max(initial=1)) * k2)
+    per_row = max(1, int(v.lengths.max(initial=1)) * k2)
     block = max(1, _BLOCK_BYTES // (24 * per_row))
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        nbrs = ranks[start:stop, :k2].ravel()  # [B * k2] rows to average
-        owner = np.repeat(np.arange(start, stop), k2)
-        idx, seg = _gather_ranges(v.indptr[nbrs], lengths[nbrs])
-        key = owner[seg] * n + v.indices[idx]
-        uniq, inverse = np.unique(key, return_inverse=True)
-        summed = np.bincount(inverse, weights=v.data[idx], minlength=uniq.size)
-        out_rows.append(uniq // n)
-        out_cols.append(uniq % n)
-        out_vals.append((summed / k2).astype(np.float32))
-    rows = np.concatenate(out_rows)
-    indptr = np.zeros(n + 1, dtype=np.intp)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return _Csr(indptr, np.concatenate(out_cols), np.concatenate(out_vals))
-
-
-def _gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated ``range(starts[t], starts[t] + lengths[t])`` and, per element, its ``t``."""
-    total = int(lengths.sum())
-    seg = np.repeat(np.arange(lengths.size), lengths)
-    offsets = np.cumsum(lengths) - lengths  # start of each range in the output
-    idx = np.arange(total) - offsets[seg] + starts[seg]
-    return idx, seg
-
-
-def _transpose_rows(v: _Csr, first_row: int) -> _Csr:
-    """Column-compressed view (as CSR of the transpose) of rows ``first_row:`` of ``v``."""
-    n = v.indptr.size - 1
-    lo = v.indptr[first_row]
-    rows = np.repeat(np.arange(first_row, n), np.diff(v.indptr[first_row:]))
-    cols = v.indices[lo:]
-    order = np.argsort(cols, kind="stable")
-    indptr = np.zeros(n + 1, dtype=np.intp)
-    np.cumsum(np.bincount(cols, minlength=n), out=indptr[1:])
-    return _Csr(indptr, rows[order], v.data[lo:][order])
-
-
-def _jaccard(v: _Csr, nq: int) -> np.ndarray:
-    """Eq. 10 between every query row and every gallery row of ``v``: ``[Nq, Ng]`` float32."""
-    n = v.indptr.size - 1
-    ng = n - nq
-    sums = np.add.reduceat(v.data, v.indptr[:-1]) if v.data.size else np.zeros(n)
-    sums = np.where(np.diff(v.indptr) > 0, sums, 0.0)
-    cols = _transpose_rows(v, nq)  # gallery rows per column
-    col_len = np.diff(cols.indptr)
-    out = np.empty((nq, ng), dtype=np.float32)
-    block = max(1, (4 * 2**20) // max(ng, 1))
-    for start in range(0, nq, block):
-        stop = min(start + block, nq)
-        lo, hi = v.indptr[start], v.indptr[stop]
-        q_cols, q_vals = v.indices[lo:hi], v.data[lo:hi]
-        q_row = np.repeat(np.arange(stop - start), np.diff(v.indptr[start : stop + 1]))
-        idx, seg = _gather_ranges(cols.indptr[q_cols], col_len[q_cols])
-        mins = np.minimum(q_vals[seg], cols.data[idx])
-        key = q_row[seg] * ng + (cols.indices[idx] - nq)
-        smin = np.bincount(key, weights=mins, minlength=(stop - start) * ng)
-        smin = smin.reshape(stop - start, ng)
-        smax = sums[start:stop, None] + sums[None, nq:] - smin
-        out[start:stop] = 1.0 - smin / smax
-    return out
+    parts = [
+        local_query_expansion(v, ranks[start : min(start + block, n), :k2])
+        for start in range(0, n, block)
+    ]
+    return SparseRows.stack(parts)
 
 
 # --------------------------------------------------------------------------- public
@@ -416,12 +352,12 @@ def k_reciprocal_rerank(
     lambda_value: float = 0.3,
     max_memory_bytes: int | None = None,
 ) -> np.ndarray:
-    """Re-ranked distances ``[Nq, Ng]`` (float32): ``(1 - lambda) d_J + lambda d**2``.
+    """Re-ranked distances ``[Nq, Ng]`` (float32): ``(1 - lambda) d_J + lambda d_o``.
 
     Inputs are plain (not squared) Euclidean distances: ``q_g_dist`` ``[Nq, Ng]``,
     ``q_q_dist`` ``[Nq, Nq]``, ``g_g_dist`` ``[Ng, Ng]``; their diagonals are taken as 0.
-    See the module docstring for the exact definitions (squared, un-normalised original
-    distance; ``>= 2/3`` rule). The working memory is estimated first
+    See the module docstring for the exact definitions (those of the released code: squared
+    distance divided by its per-column maximum; strict ``> 2/3`` rule). The working memory is estimated first
     (:func:`estimate_rerank_memory`) and :class:`RerankMemoryError` raised when it exceeds
     ``max_memory_bytes`` (default: MemAvailable). Raises ``ValueError`` on bad shapes,
     negative or non-finite distances, or parameters out of range.
@@ -443,16 +379,13 @@ def k_reciprocal_rerank(
 
     dist = _Dist(q_g, q_q, g_g)
     s = _sizes(dist.n, k1, k2)
-    ranks = _top_neighbours(dist, s.kk)  # [N, kk]
+    ranks, row_max_sq = _top_neighbours(dist, s.kk)  # [N, kk], [N]
     ids, valid = _expanded_sets(ranks, s)  # R*: [N, W]
-    v = _padded_to_csr(ids, _weights(dist, ids, valid), valid)
+    v = _weights(dist, ids, valid, row_max_sq)
     if s.k2 > 1:
         v = _query_expansion(v, ranks, s.k2)
-    jaccard = _jaccard(v, nq)  # [Nq, Ng]
-    original = np.square(q_g)
-    out = jaccard * np.float32(1.0 - lambda_value)
-    out += original * np.float32(lambda_value)
-    return out
+    jaccard = jaccard_query_gallery(v, nq)  # [Nq, Ng]
+    return final_distance(jaccard, original_distance(q_g, row_max_sq[:nq, None]), lambda_value)
 
 
 def rerank_shortlist(

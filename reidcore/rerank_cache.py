@@ -40,13 +40,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from reidcore.evaluation import pairwise_euclidean
-from reidcore.rerank import _check_params, _gather_ranges
-from reidcore.rerank_neighbours import (
-    GalleryNeighbours,
-    _check_query,
-    _Triplets,
-    _weights,
-    rerank_expanded,
+from reidcore.rerank import _check_params
+from reidcore.rerank_neighbours import GalleryNeighbours, _check_query, rerank_expanded
+from reidcore.rerank_rows import (
+    SparseRows,
+    expansion_accepted,
+    final_distance,
+    gather_ranges,
+    gaussian_kernel,
+    jaccard_to_first,
+    local_query_expansion,
+    original_distance,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class _QueryState:
     """``[N]`` int32: each item's place in ``top`` (``K`` past it)."""
     q: np.ndarray
     """The query feature."""
+    far_sq: float = 0.0
+    """``max_j d(q, j)**2`` over the alive gallery (the released normalisation of its row)."""
 
 
 class RerankCache:
@@ -110,15 +116,15 @@ class RerankCache:
     @property
     def nnz(self) -> int:
         """Stored entries of ``V`` (memory is about 12 bytes each)."""
-        return int(self._indptr[-1])
+        return int(self._v.indptr[-1])
 
     def v_rows(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Cached ``V_G`` rows ``(columns, values)`` of gallery items ``rows`` (for tests)."""
         self.sync()
         out = []
         for r in np.asarray(rows, dtype=np.int64):
-            lo, hi = self._indptr[r], self._indptr[r + 1]
-            out.append((self._cols[lo:hi].copy(), self._vals[lo:hi].copy()))
+            lo, hi = self._v.indptr[r], self._v.indptr[r + 1]
+            out.append((self._v.cols[lo:hi].copy(), self._v.vals[lo:hi].copy()))
         return out
 
     # ------------------------------------------------------------------ cache upkeep
@@ -128,10 +134,8 @@ class RerankCache:
         self._d1 = np.full((n, self.k1), np.inf, dtype=np.float32)
         self._rec1 = np.zeros((n, self.k1), dtype=bool)
         self._rech = np.zeros((n, self._hw), dtype=bool)
-        self._indptr = np.zeros(n + 1, dtype=np.int64)
-        self._cols = np.empty(0, dtype=np.int64)
-        self._vals = np.empty(0, dtype=np.float32)
-        self._rowsum = np.zeros(n, dtype=np.float64)
+        self._v = SparseRows.empty(n)  # V_G, one row per gallery id
+        self._far = np.zeros(n, dtype=np.float32)  # the lists' farthest distances, per row
         self._sqn = np.zeros(0, dtype=np.float32)  # squared feature norms, grown on demand
 
     def sync(self) -> None:
@@ -153,25 +157,13 @@ class RerankCache:
         self._alloc(n)
         self._ids1[:] = nb.neighbour_ids[:, : self.k1]
         self._d1[:] = nb.neighbour_dists[:, : self.k1]
+        self._far[:] = nb.farthest_dists
         alive = np.flatnonzero(nb.alive)
         self._set_flags(alive)
         blocks = [alive[lo : lo + _BUILD_ROWS] for lo in range(0, alive.size, _BUILD_ROWS)]
-        parts = [self._v_rows(rows, None) for rows in blocks]
-        lengths = np.zeros(n, dtype=np.int64)
-        for rows, (indptr, _, _) in zip(blocks, parts, strict=True):
-            lengths[rows] = np.diff(indptr)
-        np.cumsum(lengths, out=self._indptr[1:])
-        if parts:
-            self._cols = np.concatenate([p[1] for p in parts])
-            self._vals = np.concatenate([p[2] for p in parts])
-        self._rowsum = self._row_sums()
+        self._splice(alive, alive, SparseRows.stack([self._v_rows(rows, None) for rows in blocks]))
         self._ready = True
         logger.debug("re-ranking cache built: %d rows, %d entries", alive.size, self.nnz)
-
-    def _row_sums(self) -> np.ndarray:
-        n = self._indptr.size - 1
-        rows = np.repeat(np.arange(n), np.diff(self._indptr))
-        return np.bincount(rows, weights=self._vals, minlength=n)
 
     def _set_flags(self, rows: np.ndarray) -> None:
         """Reciprocity flags of the (current) lists of ``rows``, gallery only."""
@@ -193,10 +185,14 @@ class RerankCache:
         old_ids = np.full((n, k1), _PAD, dtype=np.int64)
         old_ids[:n_old] = self._ids1
         changed = np.flatnonzero((old_ids != new_ids).any(axis=1))
+        old_far = np.zeros(n, dtype=np.float32)
+        old_far[:n_old] = self._far
+        far_moved = np.flatnonzero(old_far != nb.farthest_dists)  # their d_o rescales
         if changed.size > n // 4:  # most rows move: a fresh build is as cheap
             self._build()
             return
         self._grow(n)
+        self._far[:] = nb.farthest_dists
         self._ids1[changed] = new_ids[changed]
         self._d1[changed] = nb.neighbour_dists[changed, :k1]
         o, w = old_ids[changed], new_ids[changed]
@@ -206,19 +202,14 @@ class RerankCache:
         self._set_flags(flag_rows[flag_rows >= 0])
         fh = np.unique(fh)
         fh = fh[fh >= 0]
-        reach = [f1, fh, self._ids1[fh].ravel()]
+        reach = [f1, fh, self._ids1[fh].ravel(), far_moved]
         hit = np.isin(changed, fh)
         reach.append(o[hit].ravel())  # j that were in a changed list of an Fh item
         rows = np.unique(np.concatenate(reach))
         rows = rows[rows >= 0]
         alive = nb.alive
         live = rows[alive[rows]]
-        indptr, cols, vals = (
-            self._v_rows(live, None)
-            if live.size
-            else (np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
-        )
-        self._splice(rows, live, indptr, cols, vals)
+        self._splice(rows, live, self._v_rows(live, None) if live.size else SparseRows.empty())
         logger.debug(
             "re-ranking cache: %d lists changed, %d rows recomputed", changed.size, rows.size
         )
@@ -232,42 +223,34 @@ class RerankCache:
         self._d1 = np.concatenate([self._d1, np.full((extra, self.k1), np.inf, np.float32)])
         self._rec1 = np.concatenate([self._rec1, np.zeros((extra, self.k1), bool)])
         self._rech = np.concatenate([self._rech, np.zeros((extra, self._hw), bool)])
-        self._indptr = np.concatenate([self._indptr, np.full(extra, self._indptr[-1])])
-        self._rowsum = np.concatenate([self._rowsum, np.zeros(extra)])
+        v = self._v
+        self._v = SparseRows(
+            np.concatenate([v.indptr, np.full(extra, v.indptr[-1])]), v.cols, v.vals
+        )
+        self._far = np.concatenate([self._far, np.zeros(extra, np.float32)])
 
-    def _splice(
-        self,
-        rows: np.ndarray,
-        live: np.ndarray,
-        indptr: np.ndarray,
-        cols: np.ndarray,
-        vals: np.ndarray,
-    ) -> None:
-        """Replace the ``V`` rows ``rows`` (sorted): ``live`` get the new CSR rows, others empty."""
-        n = self._indptr.size - 1
-        lengths = np.diff(self._indptr)
+    def _splice(self, rows: np.ndarray, live: np.ndarray, new: SparseRows) -> None:
+        """Replace the ``V`` rows ``rows`` (sorted): ``live`` get ``new``'s rows, others empty."""
+        old = self._v
+        n = old.n_rows
+        lengths = old.lengths
         keep = np.ones(n, dtype=bool)
         keep[rows] = False
         kept_rows = np.flatnonzero(keep & (lengths > 0))
-        src_idx, _ = _gather_ranges(self._indptr[kept_rows], lengths[kept_rows])
+        src_idx, _ = gather_ranges(old.indptr[kept_rows], lengths[kept_rows])
         new_len = lengths.copy()
         new_len[rows] = 0
-        new_len[live] = np.diff(indptr)
-        new_indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(new_len, out=new_indptr[1:])
-        dst_old, _ = _gather_ranges(new_indptr[kept_rows], lengths[kept_rows])
-        dst_new, _ = _gather_ranges(new_indptr[live], np.diff(indptr))
-        total = int(new_indptr[-1])
-        new_cols = np.empty(total, dtype=np.int64)
-        new_vals = np.empty(total, dtype=np.float32)
-        new_cols[dst_old] = self._cols[src_idx]
-        new_vals[dst_old] = self._vals[src_idx]
-        new_cols[dst_new] = cols
-        new_vals[dst_new] = vals
-        self._indptr, self._cols, self._vals = new_indptr, new_cols, new_vals
-        self._rowsum[rows] = 0.0
-        seg = np.repeat(np.arange(live.size), np.diff(indptr))
-        self._rowsum[live] = np.bincount(seg, weights=vals, minlength=live.size)
+        new_len[live] = new.lengths
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(new_len, out=indptr[1:])
+        dst_old, _ = gather_ranges(indptr[kept_rows], lengths[kept_rows])
+        dst_new, _ = gather_ranges(indptr[live], new.lengths)
+        total = int(indptr[-1])
+        cols = np.empty(total, dtype=np.int64)
+        vals = np.empty(total, dtype=np.float32)
+        cols[dst_old], vals[dst_old] = old.cols[src_idx], old.vals[src_idx]
+        cols[dst_new], vals[dst_new] = new.cols, new.vals
+        self._v = SparseRows(indptr, cols, vals)
 
     # ------------------------------------------------------------------ neighbourhoods
 
@@ -313,10 +296,8 @@ class RerankCache:
 
     # ------------------------------------------------------------------ R* and V
 
-    def _v_rows(
-        self, rows: np.ndarray, st: _QueryState | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``V`` rows (Eq. 4-7) of ``rows`` as CSR ``(indptr, cols, vals)``, columns sorted."""
+    def _v_rows(self, rows: np.ndarray, st: _QueryState | None) -> SparseRows:
+        """``V`` rows (Eq. 4-7) of ``rows`` (ids; the query's is ``st.qid``)."""
         ids1, ok1, d1 = self._lists(rows, st, self.k1)  # [R, kk]
         t_idx, a_idx = np.nonzero(ok1)  # pairs (row, c) with c in R(j, k1)
         c = ids1[t_idx, a_idx]
@@ -327,19 +308,31 @@ class RerankCache:
         found = hit.any(axis=2)
         at = hit.argmax(axis=2)
         member = found & ok1[t_idx[:, None], at] & h_ok
-        accept = 3 * member.sum(axis=1) >= 2 * h_ok.sum(axis=1)  # Eq. 6, in integers
+        accept = expansion_accepted(member.sum(axis=1), h_ok.sum(axis=1))  # Eq. 6
         extra = h_ok & accept[:, None] & ~member
         known = np.where(found, d1[t_idx[:, None], at], np.nan).astype(np.float32)
         row = np.concatenate([t_idx, np.broadcast_to(t_idx[:, None], h.shape)[extra]])
         col = np.concatenate([c, h[extra]])
         dist = np.concatenate([d1[t_idx, a_idx], known[extra]])
-        u = (st.qid if st is not None else self._nb.size) + 1
-        uniq, first = np.unique(row * u + col, return_index=True)
-        trip = _Triplets(uniq // u, uniq % u, dist[first])
-        unknown = np.flatnonzero(np.isnan(trip.val))
+        r_star = SparseRows.from_entries(row, col, dist, rows.size)
+        entry_rows = r_star.entry_rows()
+        unknown = np.flatnonzero(np.isnan(r_star.vals))
         if unknown.size:
-            trip.val[unknown] = self._distances(rows[trip.row[unknown]], trip.col[unknown], st)
-        return _weights(trip, rows.size)
+            r_star.vals[unknown] = self._distances(
+                rows[entry_rows[unknown]], r_star.cols[unknown], st
+            )
+        r_star.vals = original_distance(r_star.vals, self._far_sq(rows, st)[entry_rows])
+        return gaussian_kernel(r_star)  # Eq. 7
+
+    def _far_sq(self, rows: np.ndarray, st: _QueryState | None) -> np.ndarray:
+        """``max_l d(l, j)**2`` in the set (gallery, or ``{query} ∪ gallery``) for ``rows``."""
+        if st is None:
+            return np.square(self._far[rows])
+        out = np.full(rows.size, st.far_sq, dtype=np.float32)
+        g = rows != st.qid
+        far = np.maximum(self._far[rows[g]], _query_dist(st, rows[g], self._nb))
+        out[g] = np.square(far)
+        return out
 
     def _distances(self, a: np.ndarray, b: np.ndarray, st: _QueryState | None) -> np.ndarray:
         """``d(a[t], b[t])`` (ids, the query's included): stored lists first, then features."""
@@ -421,15 +414,17 @@ class RerankCache:
         )
         scored = scored[scored >= 0]
         jac = self._jaccard(scored, st)
-        out = (jac * (1.0 - self.lambda_value)).astype(np.float32)
-        out += np.float32(self.lambda_value) * np.square(_query_dist(st, scored, nb))
+        original = original_distance(_query_dist(st, scored, nb), st.far_sq)
+        out = final_distance(jac, original, self.lambda_value)  # Eq. 12
         order = np.lexsort((scored, out))
         return scored[order], out[order]
 
     def _state(
         self, q: np.ndarray, top: np.ndarray, top_d: np.ndarray, gallery_dists: np.ndarray | None
     ) -> _QueryState:
-        """The query's distances and its position in every list it enters (the set ``A_k1``)."""
+        """The query's distances, its farthest alive item and its position in every list it
+        enters (the set ``A_k1``). Without ``gallery_dists``, one pass over the features
+        computes them (the query's row of ``d_o`` needs its farthest item anyway)."""
         nb = self._nb
         n, k1 = nb.size, self.k1
         dq = np.full(n + 1, np.nan, dtype=np.float32)
@@ -437,18 +432,10 @@ class RerankCache:
         top_rank[top] = np.arange(top.size, dtype=np.int32)
         st = _QueryState(n, dq, np.full(n, k1, dtype=np.int32), top, top_rank, q)
         kth = np.where(nb.alive, self._d1[:, k1 - 1], -np.inf)  # removed items: never
-        if gallery_dists is None:
-            radius = top_d[-1] if top.size < nb.num_alive else -np.inf
-            outside = np.flatnonzero(kth >= radius)  # past the top-K, may hold the query
-            if outside.size > n // 8:  # one pass over the features beats gathering rows
-                gallery_dists = self._all_distances(q)
-        if gallery_dists is not None:
-            dq[:n] = gallery_dists
-            dq[top] = top_d
-            cand = np.flatnonzero(dq[:n] <= kth)
-        else:
-            dq[top] = top_d
-            cand = np.union1d(top, outside)
+        dq[:n] = self._all_distances(q) if gallery_dists is None else gallery_dists
+        dq[top] = top_d
+        st.far_sq = float(np.square(dq[:n][nb.alive].max(initial=0.0)))
+        cand = np.flatnonzero(dq[:n] <= kth)
         dq[n] = 0.0
         d = _query_dist(st, cand, nb)
         st.pos[cand] = (self._d1[cand] < d[:, None]).sum(axis=1)  # ties: the query first
@@ -472,7 +459,9 @@ class RerankCache:
         ``x in A_k1`` drops while ``x`` is in ``j``'s own list (otherwise ``x`` was never in
         ``R(j, k1)``); likewise ``R(c, hw)`` only for ``c in Ch``. ``R*(j)`` changes only if
         ``j in C1`` or some ``c in R_G(j, k1) ∪ {j}`` is in ``Ch`` (``R_S``'s gallery members
-        are in ``R_G``; a query member means ``j in A_k1``).
+        are in ``R_G``; a query member means ``j in A_k1``). And ``V[j]``'s weights change
+        when the query is farther from ``j`` than ``j``'s farthest gallery item (``d_o``'s
+        normalisation).
         """
         k1, hw = self.k1, self._hw
         a1 = np.flatnonzero(st.pos < k1)
@@ -488,57 +477,25 @@ class RerankCache:
             drop = self._ids1[ah, hw - 1]
             back = (self._ids1[drop, :hw] == ah[:, None]).any(axis=1)
             ch[drop[back]] = True
-        return c1[rows] | ch[rows] | (ch[self._ids1[rows]] & self._rec1[rows]).any(axis=1)
+        rescaled = _query_dist(st, rows, self._nb) > self._far[rows]
+        reach = (ch[self._ids1[rows]] & self._rec1[rows]).any(axis=1)
+        return c1[rows] | ch[rows] | reach | rescaled
 
     def _jaccard(self, scored: np.ndarray, st: _QueryState) -> np.ndarray:
-        """Eq. 10-11 between the query and each of ``scored``: ``[S]`` float64."""
-        k2, qid = self.k2, st.qid
-        owners = np.concatenate([[qid], scored])
+        """Eq. 10-11 between the query and each of ``scored``: ``[S]`` float64. The rows the
+        expansion averages come fresh where the query may change them, else from the cache."""
+        owners = np.concatenate([[st.qid], scored])
         ids1, _, _ = self._lists(owners, st, self.k1)
-        qe = ids1[:, :k2]  # N(j, k2 - 1): the rows each owner averages, self first
+        qe = ids1[:, : self.k2]  # N(j, k2 - 1): the rows each owner averages, self first
         need = np.unique(qe)
-        is_q = need == qid
-        fresh_mask = is_q.copy()
-        fresh_mask[~is_q] = self._changed(need[~is_q], st)
-        fresh = need[fresh_mask]
-        f_indptr, f_cols, f_vals = self._v_rows(fresh, st)
-        f_sum = (
-            np.add.reduceat(f_vals.astype(np.float64), f_indptr[:-1])
-            if f_vals.size
-            else np.zeros(0)
-        )
-        f_sum = np.where(np.diff(f_indptr) > 0, f_sum, 0.0)
-
-        # entries (owner, column, value) of every averaged row, fresh or cached
-        own = np.repeat(np.arange(owners.size), k2)
-        src = qe.ravel()
-        is_f = np.isin(src, fresh)
-        f_pos = np.searchsorted(fresh, src[is_f])
-        g_src = src[~is_f]
-        idx_g, seg_g = _gather_ranges(self._indptr[g_src], np.diff(self._indptr)[g_src])
-        idx_f, seg_f = _gather_ranges(f_indptr[f_pos], np.diff(f_indptr)[f_pos])
-        ent_own = np.concatenate([own[~is_f][seg_g], own[is_f][seg_f]])
-        ent_col = np.concatenate([self._cols[idx_g], f_cols[idx_f]])
-        ent_val = np.concatenate([self._vals[idx_g], f_vals[idx_f]]).astype(np.float64)
-        row_sum = np.zeros(owners.size)
-        np.add.at(row_sum, own[~is_f], self._rowsum[g_src])
-        np.add.at(row_sum, own[is_f], f_sum[f_pos])
-
-        u = qid + 1
-        mine = ent_own == 0
-        vq = np.zeros(u)
-        np.add.at(vq, ent_col[mine], ent_val[mine])
-        vq = (vq / k2).astype(np.float32).astype(np.float64)
-        sel = ~mine & (vq[ent_col] > 0)  # columns the query's expanded row holds
-        key = ent_own[sel] * u + ent_col[sel]
-        uniq, inv = np.unique(key, return_inverse=True)
-        summed = (np.bincount(inv, weights=ent_val[sel]) / k2).astype(np.float32)
-        smin = np.bincount(
-            uniq // u, weights=np.minimum(summed, vq[uniq % u]), minlength=owners.size
-        )
-        sums = row_sum / k2
-        smax = sums[0] + sums - smin
-        return (1.0 - smin / smax)[1:]
+        fresh = need == st.qid
+        fresh[~fresh] = self._changed(need[~fresh], st)
+        rows = SparseRows.stack([self._v_rows(need[fresh], st), self._v.take(need[~fresh])])
+        perm = np.concatenate([np.flatnonzero(fresh), np.flatnonzero(~fresh)])
+        row_of = np.empty(need.size, dtype=np.int64)
+        row_of[perm] = np.arange(need.size)  # need's index -> row of ``rows``
+        expanded = local_query_expansion(rows, row_of[np.searchsorted(need, qe)])  # Eq. 11
+        return jaccard_to_first(expanded)  # Eq. 10
 
 
 def _with_self(

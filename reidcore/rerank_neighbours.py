@@ -33,11 +33,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from reidcore.evaluation import pairwise_euclidean
-from reidcore.rerank import (
-    _BLOCK_BYTES,
-    _check_params,
-    _gather_ranges,
-    _sizes,
+from reidcore.rerank import _BLOCK_BYTES, _check_params, _sizes
+from reidcore.rerank_rows import (
+    SparseRows,
+    expansion_accepted,
+    final_distance,
+    gaussian_kernel,
+    jaccard_to_first,
+    local_query_expansion,
+    original_distance,
 )
 
 logger = logging.getLogger(__name__)
@@ -111,6 +115,8 @@ class GalleryNeighbours:
         self._ids = np.empty((0, m), dtype=np.int64)
         self._dists = np.empty((0, m), dtype=np.float32)
         self._alive = np.empty(0, dtype=bool)
+        self._far = np.empty(0, dtype=np.float32)  # distance to the farthest alive other item
+        self._far_id = np.empty(0, dtype=np.int64)  # and its id (-1: no other item)
 
     # ------------------------------------------------------------------ views
 
@@ -148,6 +154,17 @@ class GalleryNeighbours:
     def neighbour_dists(self) -> np.ndarray:
         """``[size, m]`` float32 plain Euclidean distances (read-only view)."""
         return _readonly(self._dists[: self._n])
+
+    @property
+    def farthest_dists(self) -> np.ndarray:
+        """``[size]`` float32 distance from each item to its farthest alive other item (0 when
+        it has none): the released re-ranking's normalisation (read-only view)."""
+        return _readonly(self._far[: self._n])
+
+    @property
+    def farthest_ids(self) -> np.ndarray:
+        """``[size]`` int64 id of each item's farthest alive other item, ``-1`` when none."""
+        return _readonly(self._far_id[: self._n])
 
     @property
     def alive(self) -> np.ndarray:
@@ -209,11 +226,14 @@ class GalleryNeighbours:
         self._version += 1
         self._ids[gone] = _PAD
         self._dists[gone] = np.inf
+        self._far[gone], self._far_id[gone] = 0.0, _PAD
         hit = np.isin(self._ids[: self._n], gone).any(axis=1) & self._alive[: self._n]
         affected = np.flatnonzero(hit)
         for lo in range(0, affected.size, self._block_rows()):
             rows = affected[lo : lo + self._block_rows()]
             self._ids[rows], self._dists[rows] = self._search(self._feats[rows], rows)
+        far_hit = np.isin(self._far_id[: self._n], gone) & self._alive[: self._n]
+        self._set_farthest(np.flatnonzero(far_hit))
         logger.debug("removed %d items, repaired %d lists", gone.size, affected.size)
         return affected
 
@@ -227,11 +247,16 @@ class GalleryNeighbours:
             "neighbour_ids": self._ids[:n].copy(),
             "neighbour_dists": self._dists[:n].copy(),
             "alive": self._alive[:n].copy(),
+            "farthest_ids": self._far_id[:n].copy(),
+            "farthest_dists": self._far[:n].copy(),
         }
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> GalleryNeighbours:
-        """Rebuild from :meth:`to_arrays`'s output (a dict or an opened ``.npz``)."""
+        """Rebuild from :meth:`to_arrays`'s output (a dict or an opened ``.npz``).
+
+        ``farthest_ids``/``farthest_dists`` are optional: without them the farthest items are
+        found again by one exact pass over the features (``N x N x d``)."""
         missing = {"features", "neighbour_ids", "neighbour_dists", "alive"} - set(arrays)
         if missing:
             raise ValueError(f"neighbour arrays lack {sorted(missing)}")
@@ -259,6 +284,16 @@ class GalleryNeighbours:
             alive.copy(),
         )
         out._n = n
+        out._far = np.zeros(n, dtype=np.float32)
+        out._far_id = np.full(n, _PAD, dtype=np.int64)
+        if "farthest_ids" in arrays and "farthest_dists" in arrays:
+            far_ids = np.asarray(arrays["farthest_ids"], dtype=np.int64)
+            far = np.asarray(arrays["farthest_dists"], dtype=np.float32)
+            if far_ids.shape != (n,) or far.shape != (n,):
+                raise ValueError(f"farthest_ids {far_ids.shape} / farthest_dists {far.shape}")
+            out._far, out._far_id = far.copy(), far_ids.copy()
+        else:
+            out._set_farthest(np.flatnonzero(alive))
         return out
 
     # ------------------------------------------------------------------ internals
@@ -268,7 +303,7 @@ class GalleryNeighbours:
         if need <= cap:
             return
         new = max(need, 2 * cap, 64)
-        for name in ("_feats", "_ids", "_dists", "_alive"):
+        for name in ("_feats", "_ids", "_dists", "_alive", "_far", "_far_id"):
             old = getattr(self, name)
             arr = np.empty((new, *old.shape[1:]), dtype=old.dtype)
             arr[: self._n] = old[: self._n]
@@ -297,6 +332,29 @@ class GalleryNeighbours:
         p += np.einsum("ij,ij->i", x, x)[:, None]
         return ids, np.sqrt(np.maximum(p, np.float32(0.0)))
 
+    def _farthest(self, part: np.ndarray, x_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of ``_partial_sq``'s ``part``, the farthest counted item and its distance
+        (``-1`` and 0 when none)."""
+        finite = np.where(np.isfinite(part), part, -np.inf)
+        at = finite.argmax(axis=1) if finite.shape[1] else np.zeros(part.shape[0], np.intp)
+        best = (
+            finite[np.arange(part.shape[0]), at]
+            if finite.shape[1]
+            else np.full(part.shape[0], -np.inf)
+        )
+        none = ~np.isfinite(best)
+        d = np.sqrt(np.maximum(np.where(none, 0.0, best + x_sq), 0.0)).astype(np.float32)
+        return np.where(none, _PAD, at).astype(np.int64), np.where(none, 0.0, d)
+
+    def _set_farthest(self, rows: np.ndarray) -> None:
+        """Find the farthest alive other item of ``rows`` by an exact pass over the features."""
+        for lo in range(0, rows.size, self._block_rows()):
+            r = rows[lo : lo + self._block_rows()]
+            x = self._feats[r]
+            self._far_id[r], self._far[r] = self._farthest(
+                self._partial_sq(x, r), np.einsum("ij,ij->i", x, x)
+            )
+
     def _add_block(self, lo: int, hi: int, first_new: int) -> None:
         """Lists of new items ``lo:hi``, and their entry into older items' lists."""
         rows = np.arange(lo, hi)
@@ -304,12 +362,14 @@ class GalleryNeighbours:
         part = self._partial_sq(x, rows)  # [B, N]
         ids, p = _top_m(part, np.arange(self._n), self._m)
         x_sq = np.einsum("ij,ij->i", x, x)
+        self._far_id[lo:hi], self._far[lo:hi] = self._farthest(part, x_sq)
         self._ids[lo:hi] = ids
         self._dists[lo:hi] = np.sqrt(np.maximum(p + x_sq[:, None], np.float32(0.0)))
         if first_new == 0:
             return
         old = part[:, :first_new]  # [B, N_old] to items indexed before this add
         old += x_sq[:, None]  # squared distances
+        self._raise_farthest(old, rows)
         r, c = np.nonzero(old < np.square(self._dists[:first_new, self._m - 1])[None, :])
         if c.size == 0:
             return
@@ -317,6 +377,18 @@ class GalleryNeighbours:
         new_d = np.sqrt(np.maximum(old[r, c], np.float32(0.0)))
         merged = _merge_lists(self._ids[targets], self._dists[targets], inv, rows[r], new_d)
         self._ids[targets], self._dists[targets] = merged
+
+    def _raise_farthest(self, old_sq: np.ndarray, rows: np.ndarray) -> None:
+        """Older items whose farthest item is now one of ``rows`` (squared distances
+        ``old_sq`` ``[B, N_old]``, ``inf`` where not counted)."""
+        finite = np.where(np.isfinite(old_sq), old_sq, -np.inf)
+        at = finite.argmax(axis=0)
+        best = finite[at, np.arange(finite.shape[1])]
+        d = np.sqrt(np.maximum(best, 0.0)).astype(np.float32)
+        n_old = finite.shape[1]
+        grow = np.isfinite(best) & (d > self._far[:n_old]) & self._alive[:n_old]
+        self._far[:n_old][grow] = d[grow]
+        self._far_id[:n_old][grow] = rows[at[grow]]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -440,25 +512,12 @@ def _reciprocal(ranks: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return (back == rows[:, None, None]).any(axis=2)
 
 
-@dataclass
-class _Triplets:
-    """Sparse rows as ``(row, col, value)`` arrays sorted by (row, col), no duplicates."""
-
-    row: np.ndarray
-    """Row (local id) of each entry."""
-    col: np.ndarray
-    """Column (local id) of each entry."""
-    val: np.ndarray
-    """Value of each entry (float32)."""
-
-
-def _expanded(ranks: np.ndarray, rank_d: np.ndarray, n_v: int, kk: int, kh: int) -> _Triplets:
+def _expanded(ranks: np.ndarray, rank_d: np.ndarray, n_v: int, kk: int, kh: int) -> SparseRows:
     """``R*(j)`` (Eq. 4-6) for local ids ``j < n_v`` with ``d(j, col)`` (NaN where unknown).
 
     Distances are known for members of ``N(j, k1)`` (``rank_d``); the half-neighbourhoods
     added by the 2/3 rule may reach past it.
     """
-    u = int(ranks.max()) + 2
     ranks32 = ranks[:n_v, :kk].astype(np.int32)
     recip = _reciprocal(ranks, np.arange(n_v), kk)  # [n_v, kk]: R(j, k1)
     j_idx, a_idx = np.nonzero(recip)  # [P] pairs (j, c) with c in R(j, k1)
@@ -475,15 +534,14 @@ def _expanded(ranks: np.ndarray, rank_d: np.ndarray, n_v: int, kk: int, kh: int)
     found[h_ok] = hit[np.arange(at.size), at]
     member = np.zeros(h.shape, dtype=bool)
     member[h_ok] = found[h_ok] & recip[hj, at]  # ... and in R(j, k1)
-    accept = 3 * member.sum(axis=1) >= 2 * h_ok.sum(axis=1)  # Eq. 6, in integers
+    accept = expansion_accepted(member.sum(axis=1), h_ok.sum(axis=1))  # Eq. 6
     extra = h_ok & accept[:, None] & ~member  # [P, kh] added to R*(j)
     known = np.full(h.shape, np.nan, dtype=np.float32)
     known[h_ok] = np.where(found[h_ok], rank_d[hj, at], np.nan)
     row = np.concatenate([j_idx, np.broadcast_to(j_idx[:, None], h.shape)[extra]])
     col = np.concatenate([c, h[extra]])
     dist = np.concatenate([rank_d[j_idx, a_idx], known[extra]])
-    uniq, first = np.unique(row * u + col, return_index=True)
-    return _Triplets(uniq // u, uniq % u, dist[first])
+    return SparseRows.from_entries(row, col, dist, n_v)
 
 
 def _pair_distances(
@@ -512,51 +570,6 @@ def _pair_distances(
         diff = fa - fb
         out[miss] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return out
-
-
-def _weights(r_star: _Triplets, n_v: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of ``V`` (Eq. 7) as CSR ``(indptr, indices, data)``: ``exp(-d^2)``, rows sum to 1."""
-    w = np.exp(-np.square(r_star.val.astype(np.float64)))
-    sums = np.bincount(r_star.row, weights=w, minlength=n_v)
-    data = (w / sums[r_star.row]).astype(np.float32)
-    indptr = np.zeros(n_v + 1, dtype=np.int64)
-    np.cumsum(np.bincount(r_star.row, minlength=n_v), out=indptr[1:])
-    return indptr, r_star.col, data
-
-
-def _expand_rows(
-    indptr: np.ndarray,
-    cols: np.ndarray,
-    data: np.ndarray,
-    ranks: np.ndarray,
-    n_rows: int,
-    k2: int,
-    u: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eq. 11 for rows ``[0, n_rows)``: ``(row, col, value)`` triplets, sorted by (row, col)."""
-    if k2 == 1:
-        lengths = np.diff(indptr)[:n_rows]
-        rows = np.repeat(np.arange(n_rows), lengths)
-        end = indptr[n_rows]
-        return rows, cols[:end], data[:end]
-    nbr = ranks[:n_rows, :k2].ravel()
-    owner = np.repeat(np.arange(n_rows), k2)
-    idx, seg = _gather_ranges(indptr[nbr], np.diff(indptr)[nbr])
-    key = owner[seg] * u + cols[idx]
-    uniq, inverse = np.unique(key, return_inverse=True)
-    summed = np.bincount(inverse, weights=data[idx], minlength=uniq.size)
-    return uniq // u, uniq % u, (summed / k2).astype(np.float32)
-
-
-def _jaccard_to_query(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int, u: int):
-    """Eq. 10 between row 0 (the query) and rows ``1..n-1`` of the triplets: ``[n - 1]``."""
-    vq = np.zeros(u, dtype=np.float32)
-    q_part = rows == 0
-    vq[cols[q_part]] = vals[q_part]
-    sums = np.bincount(rows, weights=vals, minlength=n)
-    smin = np.bincount(rows, weights=np.minimum(vals, vq[cols]), minlength=n)
-    smax = sums[0] + sums - smin
-    return (1.0 - smin / smax)[1:]
 
 
 def _build_universe(
@@ -648,19 +661,32 @@ def rerank_expanded(
     radius = float(top_d[-1]) if top.size < neighbours.num_alive else np.inf
     ranks, rank_d = _ranks(uni, loc, neighbours, (top_local, top_d), qd, radius, s.kk, s.kh)
     r_star = _expanded(ranks, rank_d, uni.n_v, s.kk, s.kh)
-    unknown = np.flatnonzero(np.isnan(r_star.val))
-    r_star.val[unknown] = _pair_distances(
-        r_star.row[unknown], r_star.col[unknown], uni.glob, neighbours, qd, feats_fn
+    unknown = np.flatnonzero(np.isnan(r_star.vals))
+    r_star.vals[unknown] = _pair_distances(
+        r_star.entry_rows()[unknown], r_star.cols[unknown], uni.glob, neighbours, qd, feats_fn
     )
-    v = _weights(r_star, uni.n_v)
-    rows, cols, vals = _expand_rows(*v, ranks, uni.n_scored, s.k2, uni.glob.size)
-    jac = _jaccard_to_query(rows, cols, vals, uni.n_scored, uni.glob.size)
+    far_sq = _farthest_sq(qd, uni, neighbours)  # [n_v] the released normalisation
+    r_star.vals = original_distance(r_star.vals, far_sq[r_star.entry_rows()])
+    v = gaussian_kernel(r_star)  # Eq. 7
+    jac = jaccard_to_first(local_query_expansion(v, ranks[: uni.n_scored, : s.k2]))
     scored = np.arange(1, uni.n_scored)
-    out = (jac * (1.0 - lambda_value)).astype(np.float32)
-    out += np.float32(lambda_value) * np.square(qd.at(scored))
+    out = final_distance(jac, original_distance(qd.at(scored), far_sq[0]), lambda_value)
     gid = uni.glob[scored]
     order = np.lexsort((gid, out))
     return gid[order], out[order]
+
+
+def _farthest_sq(qd: _Query, uni: _Universe, nbrs: GalleryNeighbours) -> np.ndarray:
+    """``max_l d(l, j)**2`` in ``{query} ∪ gallery`` for the local ids ``j < n_v``: for the
+    query a pass over every alive feature, for gallery items their farthest gallery item or
+    the query."""
+    alive = np.flatnonzero(nbrs.alive)
+    to_all = pairwise_euclidean(qd.q[None, :], nbrs.features(alive))[0]
+    far = np.empty(uni.n_v, dtype=np.float32)
+    far[0] = to_all.max(initial=0.0)
+    g = np.arange(1, uni.n_v)
+    far[1:] = np.maximum(nbrs.farthest_dists[uni.glob[g]], qd.at(g))
+    return np.square(far)
 
 
 def _check_query(

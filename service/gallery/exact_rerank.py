@@ -197,6 +197,7 @@ def _alive_rows(nb: GalleryNeighbours, item_ids: np.ndarray) -> dict[str, np.nda
     new_row = np.full(len(alive), -1, dtype=np.int64)
     new_row[keep] = np.arange(keep.size)
     ids = nb.neighbour_ids[keep]
+    far = nb.farthest_ids[keep]
     renumbered = np.where(ids >= 0, new_row[np.maximum(ids, 0)], -1)
     if np.any((ids >= 0) & (renumbered < 0)):
         return None
@@ -205,6 +206,8 @@ def _alive_rows(nb: GalleryNeighbours, item_ids: np.ndarray) -> dict[str, np.nda
         "neighbour_dists": nb.neighbour_dists[keep],
         "alive": np.ones(keep.size, dtype=bool),
         "item_ids": item_ids[keep],
+        "farthest_dists": nb.farthest_dists[keep],  # re-ranking's d_o normalisation
+        "farthest_ids": np.where(far >= 0, new_row[np.maximum(far, 0)], -1),
     }
 
 

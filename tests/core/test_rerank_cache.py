@@ -151,6 +151,32 @@ def test_queries_follow_the_neighbour_lists_without_an_explicit_sync() -> None:
     np.testing.assert_allclose(dist, full[np.searchsorted(keep, ids)], atol=2e-6, rtol=0)
 
 
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_a_far_query_rescales_the_rows_it_is_farthest_from(scale: float) -> None:
+    """The released ``d_o`` divides each row by the item's farthest distance in the set: a
+    query past every gallery item's farthest one changes every row's weights."""
+    fs = _data(9)
+    g = fs.gallery_features
+    nb, cache = _cached(g, 22)
+    q = fs.query_features[0] + scale * (fs.query_features[0] - g.mean(axis=0))
+    assert (pairwise_euclidean(q[None], g)[0] > nb.farthest_dists).any()
+    top, top_d, d_all = _top(q, g, 25)
+    full = full_one_query(q, g)
+    for gallery_dists in (None, d_all):
+        ids, dist = cache.query(q, top, top_d, expand=8, gallery_dists=gallery_dists)
+        np.testing.assert_allclose(dist, full[ids], atol=2e-6, rtol=0)
+    ids, dist = rerank_expanded(q, top, top_d, nb, expand=8)
+    np.testing.assert_allclose(dist, full[ids], atol=2e-6, rtol=0)
+
+
+def test_sync_after_an_outlier_is_added_equals_a_fresh_build() -> None:
+    g = _data(10, num_ids=50).gallery_features
+    nb, cache = _cached(g[:200], 22)
+    nb.add(g[200:201] * 8)  # the new farthest item of every other one
+    cache.sync()
+    _assert_same_rows(cache, nb, 20, 6)
+
+
 def test_small_gallery_falls_back_to_the_uncached_path() -> None:
     fs = _data(8, num_ids=3)  # 15 items < k1 + 1
     g = fs.gallery_features

@@ -70,6 +70,35 @@ def test_remove_repairs_lists_like_brute_force() -> None:
     assert not np.isin(nb.neighbour_ids, victims).any()
 
 
+def _brute_farthest(feats: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    x = feats.astype(np.float64)
+    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    d[:, ~alive] = 0.0
+    return np.where(alive, d.max(axis=1), 0.0)
+
+
+def test_farthest_items_follow_adds_and_removals() -> None:
+    feats = _features(seed=4)
+    feats[60] *= 6  # an outlier: the farthest item of most others
+    nb = GalleryNeighbours(feats.shape[1], m=6)
+    alive = np.ones(feats.shape[0], bool)
+    nb.add(feats[:1])
+    np.testing.assert_array_equal(nb.farthest_dists, [0.0])  # alone: no other item
+    for lo, hi in [(1, 30), (30, 61), (61, 125)]:
+        nb.add(feats[lo:hi])
+        ref = _brute_farthest(feats[:hi], alive[:hi])
+        np.testing.assert_allclose(nb.farthest_dists, ref, rtol=1e-5, atol=1e-5)
+    nb.remove(np.array([60, 5]))  # most items lose their farthest
+    alive[[60, 5]] = False
+    np.testing.assert_allclose(
+        nb.farthest_dists, _brute_farthest(feats, alive), rtol=1e-5, atol=1e-5
+    )
+    arrays = nb.to_arrays()
+    del arrays["farthest_ids"], arrays["farthest_dists"]  # lists saved before they existed
+    back = GalleryNeighbours.from_arrays(arrays)
+    np.testing.assert_allclose(back.farthest_dists, nb.farthest_dists, rtol=1e-6)
+
+
 def test_remove_rejects_unknown_and_removed_ids() -> None:
     nb = GalleryNeighbours(4, m=2)
     nb.add(np.eye(4, dtype=np.float32))
@@ -97,7 +126,7 @@ def test_persistence_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-de
     np.savez(path, **nb.to_arrays())
     with np.load(path) as arrays:
         back = GalleryNeighbours.from_arrays(arrays)
-    for name in ("neighbour_ids", "neighbour_dists", "alive"):
+    for name in ("neighbour_ids", "neighbour_dists", "alive", "farthest_dists"):
         np.testing.assert_array_equal(getattr(back, name), getattr(nb, name))
     assert back.m == 8 and back.dim == feats.shape[1]
     back.add(feats[100:])  # the restored structure keeps updating exactly
