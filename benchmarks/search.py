@@ -32,7 +32,7 @@ from benchmarks.results import load_note, write_section
 from reidcore.preprocess import preprocess_batch
 from reidcore.synthetic_features import make_clustered_features
 from service.cpu import limit_numpy_blas
-from service.gallery import GalleryManager, IndexOptions, NewItem, SearchFilter
+from service.gallery import GalleryManager, NewItem, SearchFilter, local_backend
 from service.gallery.search import exact_search
 from service.images import decode_upload
 from service.settings import Settings
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
         runtime = ModelRuntime.load(model_dir, settings.runtime_options())
         blas = limit_numpy_blas()  # as the service runs (its lifespan does the same)
-        manager = GalleryManager(settings.data_dir, runtime.manifest.model_id, DIM, IndexOptions())
+        manager = GalleryManager(local_backend(settings.data_dir), runtime.manifest.model_id, DIM)
         manager.open_all()
         t0 = time.perf_counter()
         feats = fill_gallery(manager, args.items)

@@ -33,7 +33,7 @@ from benchmarks.results import load_note, write_section
 from reidcore.preprocess import to_array
 from service.app import create_app
 from service.cpu import available_cpus
-from service.gallery import GalleryManager, IndexOptions
+from service.gallery import GalleryManager, local_backend
 from service.images import decode_upload
 from service.jobs import ArchiveLimits, IndexConfig, index_source, open_source
 from service.runtime import ModelRuntime, RuntimeOptions
@@ -110,7 +110,7 @@ def preprocess_speed(files: list[Path], runtime: ModelRuntime) -> float:
 def bulk_index_speed(runtime: ModelRuntime, folder: Path, data: Path) -> tuple[float, int]:
     """Images/s of the indexing pipeline (default workers) over ``folder`` into a fresh gallery."""
     source = open_source(folder, ArchiveLimits())
-    manager = GalleryManager(data, runtime.manifest.model_id, runtime.dim, IndexOptions())
+    manager = GalleryManager(local_backend(data), runtime.manifest.model_id, runtime.dim)
     gallery = manager.get_or_create("bench")
     t0 = time.perf_counter()
     index_source(

@@ -9,10 +9,8 @@ so ``reid --help`` stays light.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import socket
-import sqlite3
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from quickstart.client import ReidClient, ServiceCallError
+from service.gallery.backend import GalleryBackend
 from service.jobs.naming import parse_dataset_name
 from service.threaded import ServerStartError, ThreadedServer, bind_socket
 
@@ -176,27 +175,28 @@ def _index_with_items(
 # --------------------------------------------------------------------------- stored vectors
 
 
-def gallery_file(data_dir: Path, gallery: str) -> Path:
-    """The SQLite file of a gallery (``<data>/galleries/<name>.sqlite3``)."""
-    from service.gallery.manager import SUFFIX
-
-    return data_dir / "galleries" / f"{gallery}{SUFFIX}"
-
-
-def read_stored_embeddings(data_dir: Path, gallery: str) -> tuple[list[str], np.ndarray]:
+def read_stored_embeddings(
+    data_dir: Path, gallery: str, backend: GalleryBackend | None = None
+) -> tuple[list[str], np.ndarray]:
     """File names (item metadata ``file``) and float32 embeddings the gallery stored, by id.
 
-    Opened read-only beside the running service (SQLite WAL allows concurrent readers).
+    Read through the gallery storage interface (default: the local engine of ``data_dir``,
+    opened beside the running service, which SQLite's WAL allows), under the model the
+    gallery was built with.
     """
-    path = gallery_file(data_dir, gallery)
-    if not path.is_file():
-        raise DemoError(f"gallery file {path} does not exist: was anything indexed?")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    from service.gallery import GalleryMissing, local_backend
+
+    engine = backend or local_backend(data_dir)
     try:
-        dim = int(conn.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()[0])
-        rows = conn.execute("SELECT metadata, embedding FROM items ORDER BY id").fetchall()
+        store = engine.open(gallery, *engine.recorded_model(gallery))
+    except GalleryMissing:
+        raise DemoError(
+            f"gallery {gallery!r} does not exist in {data_dir}: was anything indexed?"
+        ) from None
+    try:
+        ids, emb = store.vectors(store.item_ids().tolist())
+        items = store.fetch(ids.tolist())
     finally:
-        conn.close()
-    files = [Path(str(json.loads(meta).get("file", ""))).name for meta, _ in rows]
-    emb = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
-    return files, emb.reshape(len(rows), dim).copy()
+        store.close()
+    files = [Path(str(items[i].metadata.get("file", ""))).name for i in ids.tolist()]
+    return files, emb

@@ -22,7 +22,7 @@ from service.api import gallery_routes, health_routes, job_routes, metrics_route
 from service.api.errors import error_response, install_error_handlers, overloaded_response
 from service.batching import InferenceEngine, MicroBatcher
 from service.cpu import limit_numpy_blas
-from service.gallery import GalleryManager
+from service.gallery import GalleryManager, open_backend
 from service.jobs import JobManager, JobState
 from service.metrics import AdmissionControl, Metrics, MetricsMiddleware
 from service.runtime import ModelRuntime
@@ -81,23 +81,14 @@ def _message(size: int, limit: int) -> str:
     return f"request body of {size} bytes or more is over the limit of {limit} bytes"
 
 
-def faiss_gpu_count() -> int:
-    """GPUs FAISS can use (0 with faiss-cpu, or faiss-gpu on a GPU-less host)."""
-    import faiss
-
-    get = getattr(faiss, "get_num_gpus", None)
-    return int(get()) if get is not None else 0
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the model and open the galleries; close them on shutdown."""
     settings: Settings = app.state.settings
     runtime = ModelRuntime.load(settings.model_dir, settings.runtime_options())
-    gpus = faiss_gpu_count()
-    galleries = GalleryManager(
-        settings.data_dir, runtime.manifest.model_id, runtime.dim, settings.index_options(gpus)
-    )
+    backend = open_backend(settings.backend_config())
+    galleries = GalleryManager(backend, runtime.manifest.model_id, runtime.dim)
+    gpus = backend.gpus()  # reported by /readyz
     galleries.open_all()
     metrics: Metrics = app.state.metrics
     runtime.observers.append(metrics.observe_model)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.gallery import IndexOptions, RerankParams
+from service.gallery import BackendConfig, IndexOptions, MilvusOptions, RerankParams
 from service.jobs import ArchiveLimits, IndexConfig
 from service.runtime import RuntimeOptions
 
@@ -100,6 +100,25 @@ class Settings(BaseSettings):
     """k-reciprocal re-ranking k2."""
     rerank_lambda: float = Field(default=0.3, ge=0.0, le=1.0)
     """Weight of the original distance in the re-ranked distance."""
+    gallery_backend: Literal["local", "milvus"] = "local"
+    """Where galleries live: local (SQLite files + in-memory index in data_dir, one machine) or
+    milvus (a Milvus server or cluster shared by several replicas; Milvus Lite for one process)."""
+    milvus_uri: str = ""
+    """Milvus address (http://host:19530), or a file path for Milvus Lite in-process; empty:
+    Milvus Lite at <data_dir>/milvus.db."""
+    milvus_token: SecretStr = SecretStr("")
+    """Milvus credentials: user:password or an API key (empty: none)."""
+    milvus_db: str = ""
+    """Milvus database of the galleries (empty: the server's default database)."""
+    milvus_index_type: Literal["FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"] = "FLAT"
+    """Index of new Milvus gallery collections (FLAT exact; HNSW or IVF on a cluster)."""
+    milvus_index_params: dict[str, Any] = Field(default_factory=dict)
+    """Index build parameters as JSON, e.g. {"M": 32, "efConstruction": 200}."""
+    milvus_search_params: dict[str, Any] = Field(default_factory=dict)
+    """Index search parameters as JSON, e.g. {"ef": 128} or {"nprobe": 32}."""
+    milvus_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = "Strong"
+    """Consistency of Milvus reads: Strong makes an item acknowledged by any replica visible to
+    the next search on every replica; Session only within one replica."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -137,15 +156,32 @@ class Settings(BaseSettings):
             max_batch=self.max_batch,
         )
 
-    def index_options(self, gpus: int) -> IndexOptions:
-        """Index options; flat indexes go to the GPU when ``gpus > 0`` and device allows."""
+    def index_options(self) -> IndexOptions:
+        """The local engine's index; flat indexes go to a GPU when FAISS has one and device allows."""
         return IndexOptions(
             kind=self.index_kind,
-            use_gpu=gpus > 0 and self.device != "cpu",
+            use_gpu=self.device != "cpu",
             ivf_nlist=self.ivf_nlist,
             ivf_nprobe=self.ivf_nprobe,
             hnsw_m=self.hnsw_m,
             hnsw_ef_search=self.hnsw_ef_search,
+        )
+
+    def backend_config(self) -> BackendConfig:
+        """The gallery storage engine these settings name."""
+        return BackendConfig(
+            kind=self.gallery_backend,
+            data_dir=self.data_dir,
+            index=self.index_options(),
+            milvus=MilvusOptions(
+                uri=self.milvus_uri,
+                token=self.milvus_token.get_secret_value(),
+                db_name=self.milvus_db,
+                index_type=self.milvus_index_type,
+                index_params=dict(self.milvus_index_params),
+                search_params=dict(self.milvus_search_params),
+                consistency=self.milvus_consistency,
+            ),
         )
 
     def rerank_params(self) -> RerankParams:

@@ -150,7 +150,7 @@ def gallery_stats(gallery: GalleryName, galleries: GalleriesDep) -> GalleryStats
         cameras=s.cameras,
         dim=s.dim,
         model_id=s.model_id,
-        index=s.index,
+        index=s.engine,
         time_min=None if s.time_min is None else from_epoch(s.time_min),
         time_max=None if s.time_max is None else from_epoch(s.time_max),
     )

@@ -15,6 +15,7 @@ memory. Stop the service first, or restart it afterwards.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 def _index(source_path: Path, name: str, settings: object, progress: bool) -> int:
     from tqdm import tqdm
 
-    from service.gallery import GalleryManager, check_name
+    from service.gallery import GalleryManager, check_name, open_backend
     from service.jobs import IndexProgress, JobState, JobStore, index_source, open_source
     from service.runtime import ModelRuntime
     from service.settings import Settings
@@ -80,9 +81,9 @@ def _index(source_path: Path, name: str, settings: object, progress: bool) -> in
     check_name(name)
     source = open_source(source_path, settings.archive_limits())
     runtime = ModelRuntime.load(settings.model_dir, settings.runtime_options())
-    galleries = GalleryManager(
-        settings.data_dir, runtime.manifest.model_id, runtime.dim, settings.index_options(0)
-    )
+    index = dataclasses.replace(settings.index_options(), use_gpu=False)
+    config = dataclasses.replace(settings.backend_config(), index=index)
+    galleries = GalleryManager(open_backend(config), runtime.manifest.model_id, runtime.dim)
     gallery = galleries.get_or_create(name)
     store = JobStore(Path(settings.data_dir) / "jobs.sqlite3")
     job_id = store.create(name, str(source_path.resolve()), state=JobState.RUNNING)

@@ -1,11 +1,15 @@
-"""Persistent galleries: SQLite metadata and embeddings, in-memory exact or FAISS search."""
+"""Persistent galleries behind one storage seam: the local engine (SQLite + in-memory exact
+or FAISS search) or Milvus; search filters and re-ranking above it."""
 
+from service.gallery.backend import GalleryBackend, GalleryMissing, GalleryStore
+from service.gallery.factory import BackendConfig, MilvusOptions, local_backend, open_backend
+from service.gallery.gallery import Gallery
 from service.gallery.manager import GalleryManager, GalleryStatus, check_name
 from service.gallery.search import IndexOptions, exact_search, scores_to_distances
-from service.gallery.store import (
+from service.gallery.types import (
     AddResult,
-    Gallery,
     GalleryStats,
+    Hits,
     Item,
     Match,
     NewItem,
@@ -15,17 +19,25 @@ from service.gallery.store import (
 
 __all__ = [
     "AddResult",
+    "BackendConfig",
     "Gallery",
+    "GalleryBackend",
     "GalleryManager",
+    "GalleryMissing",
     "GalleryStats",
     "GalleryStatus",
+    "GalleryStore",
+    "Hits",
     "IndexOptions",
     "Item",
     "Match",
+    "MilvusOptions",
     "NewItem",
     "RerankParams",
     "SearchFilter",
     "check_name",
     "exact_search",
+    "local_backend",
+    "open_backend",
     "scores_to_distances",
 ]

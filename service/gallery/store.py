@@ -1,4 +1,4 @@
-"""One persistent gallery: SQLite (metadata + embeddings) and an in-memory search index.
+"""The ``local`` gallery engine: SQLite (metadata + embeddings) and an in-memory search index.
 
 Durability: every write is one SQLite transaction (WAL, ``synchronous=FULL``) that stores
 the embeddings too, committed before the caller is answered. The search index is never
@@ -6,150 +6,60 @@ persisted; it is rebuilt from the stored embeddings when the gallery opens, so a
 loses nothing acknowledged. Deletions leave a tombstone in memory until a compaction.
 
 A gallery records the model (manifest sha256) and dimension it was built with and refuses
-to open under another model (:class:`ModelMismatch`).
+to open under another model (:class:`ModelMismatch`). Galleries are the files
+``<data>/galleries/<name>.sqlite3`` (:class:`LocalBackend`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.errors import InvalidInput, ItemNotFound, ModelMismatch
+from service.errors import ItemNotFound
+from service.gallery.backend import GalleryBackend, GalleryMissing, GalleryStore, check_model
 from service.gallery.exact_rerank import ExactReranker
 from service.gallery.search import FaissIndex, IndexOptions, exact_search, needs_faiss
+from service.gallery.types import (
+    AddResult,
+    GalleryStats,
+    Hits,
+    Item,
+    NewItem,
+    SearchFilter,
+)
 
 logger = logging.getLogger(__name__)
 
 COMPACT_MIN_DEAD = 1024
 """Tombstones tolerated before compaction (besides a quarter of the rows)."""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+ITEMS_TABLE = """
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     external_id TEXT UNIQUE,
     camera TEXT NOT NULL,
-    timestamp REAL NOT NULL,
+    timestamp REAL,
     metadata TEXT NOT NULL,
     attributes TEXT NOT NULL,
     embedding BLOB NOT NULL,
     created REAL NOT NULL
-);
+)"""
+"""Items; ``timestamp`` NULL is an unknown time (NaN in memory and in :class:`Item`: never
+inside a time filter's range)."""
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+{ITEMS_TABLE};
 """
-
-
-@dataclass(frozen=True)
-class NewItem:
-    """What a caller supplies for one gallery item (besides its embedding)."""
-
-    camera: str
-    """Camera id."""
-    timestamp: float
-    """Capture time, seconds since the Unix epoch (UTC)."""
-    external_id: str | None = None
-    """Caller's id; adding the same external id again returns the existing item."""
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    """Caller's JSON metadata, returned with matches."""
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    """Attributes predicted by the model: name -> {"label", "probability"}."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """A stored gallery item."""
-
-    id: int
-    camera: str
-    timestamp: float
-    external_id: str | None
-    metadata: dict[str, Any]
-    attributes: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class AddResult:
-    """Outcome of adding one item."""
-
-    id: int
-    external_id: str | None
-    created: bool
-    """False when the external id already existed (nothing was written)."""
-
-
-@dataclass(frozen=True)
-class SearchFilter:
-    """Exact restrictions on which items may match."""
-
-    cameras: frozenset[str] | None = None
-    """Only these cameras (None: any)."""
-    exclude_cameras: frozenset[str] = frozenset()
-    """Never these cameras."""
-    time_from: float | None = None
-    """Earliest timestamp, inclusive (epoch seconds)."""
-    time_to: float | None = None
-    """Latest timestamp, exclusive (epoch seconds)."""
-    min_score: float | None = None
-    """Minimum cosine score."""
-
-    def is_empty(self) -> bool:
-        """True when every item may match."""
-        return (
-            self.cameras is None
-            and not self.exclude_cameras
-            and self.time_from is None
-            and self.time_to is None
-            and self.min_score is None
-        )
-
-
-@dataclass(frozen=True)
-class RerankParams:
-    """k-reciprocal re-ranking of a search."""
-
-    shortlist: int = 100
-    """Candidates (top by plain score) that are re-ranked."""
-    mode: str = "exact"
-    """``exact``: the full algorithm's distances on query + whole gallery, for the shortlist
-    and its neighbours' lists (:mod:`service.gallery.exact_rerank`); used for unfiltered
-    searches. ``shortlist``: the algorithm on query + shortlist alone (always used under a
-    filter, where the whole gallery is not the set being ranked)."""
-    k1: int = 20
-    k2: int = 6
-    lambda_value: float = 0.3
-
-
-@dataclass(frozen=True)
-class Match:
-    """One search hit."""
-
-    item: Item
-    score: float
-    """Cosine similarity to the query."""
-    distance: float
-    """Euclidean distance, or the re-ranked distance when re-ranking ran."""
-
-
-@dataclass(frozen=True)
-class GalleryStats:
-    """Size and provenance of a gallery."""
-
-    name: str
-    items: int
-    cameras: dict[str, int]
-    dim: int
-    model_id: str
-    index: str
-    time_min: float | None
-    time_max: float | None
 
 
 class _Rows:
@@ -185,7 +95,7 @@ def rerank_lists_path(gallery_path: Path) -> Path:
     return gallery_path.with_name(gallery_path.name + ".rerank.npz")
 
 
-class Gallery:
+class LocalStore(GalleryStore):
     """A named gallery backed by one SQLite file; thread-safe."""
 
     def __init__(
@@ -225,21 +135,22 @@ class Gallery:
         dim: int,
         options: IndexOptions,
         create: bool = False,
-    ) -> Gallery:
+    ) -> LocalStore:
         """Open (or with ``create``, create) the gallery at ``path`` for this model.
 
         Raises :class:`ModelMismatch` when the file was built with another model or dimension.
         """
         if not create and not path.exists():
-            raise FileNotFoundError(path)
+            raise GalleryMissing(path)
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(SCHEMA)
+            _allow_unknown_times(conn)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta and not create:  # another process is creating it: not a gallery yet
-                raise FileNotFoundError(path)
+                raise GalleryMissing(path)
             if not meta:
                 with conn:
                     conn.execute("BEGIN IMMEDIATE")
@@ -248,7 +159,8 @@ class Gallery:
                         [("model_id", model_id), ("dim", str(dim)), ("created", str(time.time()))],
                     )
                 meta = {"model_id": model_id, "dim": str(dim)}
-            _check_model(name, path, meta, model_id, dim)
+            recorded = (meta.get("model_id"), int(meta["dim"]) if "dim" in meta else None)
+            check_model(name, str(path), recorded, model_id, dim)
         except BaseException:
             conn.close()
             raise
@@ -351,10 +263,6 @@ class Gallery:
         Items whose external id already exists are not written again (idempotent add).
         """
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-        if emb.shape != (len(items), self.dim):
-            raise InvalidInput(
-                f"expected embeddings of shape ({len(items)}, {self.dim}), got {emb.shape}"
-            )
         with self._lock:
             existing = self.find_external(
                 [i.external_id for i in items if i.external_id is not None]
@@ -449,14 +357,7 @@ class Gallery:
         logger.info("gallery %s compacted to %d rows", self.name, fresh.n)
 
     # ----------------------------------------------------------------- reads
-    def get(self, item_id: int) -> Item:
-        """One item; raises :class:`ItemNotFound`."""
-        items = self._fetch([item_id])
-        if item_id not in items:
-            raise ItemNotFound(self.name, item_id)
-        return items[item_id]
-
-    def _fetch(self, item_ids: Sequence[int]) -> dict[int, Item]:
+    def fetch(self, item_ids: Sequence[int]) -> dict[int, Item]:
         if not item_ids:
             return {}
         marks = ",".join("?" * len(item_ids))
@@ -467,7 +368,14 @@ class Gallery:
                 [int(i) for i in item_ids],
             ).fetchall()
         return {
-            int(r[0]): Item(int(r[0]), r[1], float(r[2]), r[3], json.loads(r[4]), json.loads(r[5]))
+            int(r[0]): Item(
+                int(r[0]),
+                r[1],
+                math.nan if r[2] is None else float(r[2]),
+                r[3],
+                json.loads(r[4]),
+                json.loads(r[5]),
+            )
             for r in rows
         }
 
@@ -495,67 +403,50 @@ class Gallery:
             mask = both(times < filt.time_to)
         return mask
 
-    def search(
-        self,
-        query: np.ndarray,
-        k: int,
-        filt: SearchFilter | None = None,
-        rerank: RerankParams | None = None,
-    ) -> list[Match]:
-        """Top-``k`` items for ``query`` [dim] (unit vector), exact under ``filt``.
-
-        With ``rerank``, the ``rerank.shortlist`` best candidates are re-ranked with
-        k-reciprocal re-ranking and the best ``k`` of them returned, by re-ranked distance:
-        exactly as the full algorithm on query + gallery (plus the neighbours' lists) when
-        ``rerank.mode`` is ``exact`` and there is no filter, on query + shortlist otherwise.
-        """
-        filt = filt or SearchFilter()
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self.dim:
-            raise InvalidInput(
-                f"query has dimension {q.shape[0]}, gallery {self.name!r} has {self.dim}"
-            )
-        depth = max(k, rerank.shortlist) if rerank else k
-        exact = rerank if rerank and rerank.mode == "exact" and filt.is_empty() else None
+    def search(self, queries: np.ndarray, k: int, filt: SearchFilter) -> list[Hits]:
+        """Top-``k`` allowed items of each query [Q, dim], exact under ``filt`` (flat index)."""
         with self._lock:  # snapshot: rows below n are never modified in place
             self._catch_up()
-            if exact is not None:
-                snapshot, reranker = self._snapshot(), self._exact_reranker(exact)
-            else:
-                r = self._rows
-                n = r.n
-                matrix, ids = r.matrix[:n], r.ids[:n]
-                mask = self._mask(filt, n, r.alive[:n], r.cams[:n], r.times[:n])
-                if self._faiss is not None:
-                    rows, scores = self._faiss.search(matrix, q, depth, mask, filt.min_score)
-        if exact is not None:
-            res = reranker.search(q, snapshot, k, exact.shortlist)
-            hit_ids, scores, dists = res.item_ids.tolist(), res.scores, res.distances
-        else:
-            if self._faiss is None:
-                rows, scores = exact_search(matrix, q, depth, mask, filt.min_score)
-            if rerank is not None and len(rows) > 1:
-                rows, scores, dists = _rerank(q, matrix, rows, scores, k, rerank)
-            else:
-                dists = np.sqrt(
-                    np.maximum(np.float32(2.0) - np.float32(2.0) * scores, np.float32(0.0))
-                )
-            hit_ids = ids[rows].tolist()
-        items = self._fetch(hit_ids)
-        return [
-            Match(items[i], float(s), float(d))
-            for i, s, d in zip(hit_ids, scores.tolist(), dists.tolist(), strict=True)
-            if i in items  # deleted between the snapshot and the fetch
-        ]
+            r = self._rows
+            n = r.n
+            matrix, ids = r.matrix[:n], r.ids[:n]
+            mask = self._mask(filt, n, r.alive[:n], r.cams[:n], r.times[:n])
+            if self._faiss is not None:
+                found = [self._faiss.search(matrix, q, k, mask, None) for q in queries]
+        if self._faiss is None:
+            found = [exact_search(matrix, q, k, mask, None) for q in queries]
+        return [Hits(ids[rows], scores) for rows, scores in found]
+
+    def exact_rerank(
+        self, query: np.ndarray, k: int, shortlist: int, params: tuple[int, int, float]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The full algorithm's re-ranked top-``k`` from neighbour lists kept in memory."""
+        with self._lock:
+            self._catch_up()
+            snapshot, reranker = self._snapshot(), self._exact_reranker(params)
+        res = reranker.search(query, snapshot, k, shortlist)
+        return res.item_ids, res.scores, res.distances
+
+    def vectors(self, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            self._catch_up()
+            known = [i for i in item_ids if i in self._row_of]
+            rows = [self._row_of[i] for i in known]
+            return np.array(known, dtype=np.int64), self._rows.matrix[rows].copy()
+
+    def item_ids(self) -> np.ndarray:
+        """Every stored id, read from the file (not from the index in memory)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT id FROM items ORDER BY id").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def _snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows as (matrix, alive copy, item ids) for the exact re-ranker (caller holds the lock)."""
         n = self._rows.n
         return self._rows.matrix[:n], self._rows.alive[:n].copy(), self._rows.ids[:n]
 
-    def _exact_reranker(self, p: RerankParams) -> ExactReranker:
-        """This gallery's exact re-ranking structure for ``p`` (caller holds the lock)."""
-        params = (p.k1, p.k2, p.lambda_value)
+    def _exact_reranker(self, params: tuple[int, int, float]) -> ExactReranker:
+        """This gallery's exact re-ranking structure for ``params`` (caller holds the lock)."""
         if self._exact is None or self._exact.params != params:
             self._exact = ExactReranker(self.dim, *params, saved=rerank_lists_path(self.path))
         return self._exact
@@ -574,35 +465,103 @@ class Gallery:
             {str(c): int(v) for c, v in per_cam.items()},
             self.dim,
             self.model_id,
-            self.options.kind,
+            f"local:{self.options.kind}",
             tmin,
             tmax,
         )
 
-    def __len__(self) -> int:
+    def count(self) -> int:
         with self._lock:
             self._catch_up()
             return self._rows.n - self._dead
 
 
-def _rerank(
-    q: np.ndarray, matrix: np.ndarray, rows: np.ndarray, scores: np.ndarray, k: int, p: RerankParams
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Re-rank the shortlist (``rows`` best first) and keep the best ``k`` by new distance."""
-    from reidcore.rerank import rerank_shortlist
-
-    dists = np.asarray(
-        rerank_shortlist(q, matrix[rows], k1=p.k1, k2=p.k2, lambda_value=p.lambda_value),
-        dtype=np.float32,
-    )
-    order = np.argsort(dists, kind="stable")[:k]
-    return rows[order], scores[order], dists[order]
+SUFFIX = ".sqlite3"
 
 
-def _check_model(name: str, path: Path, meta: Mapping[str, str], model_id: str, dim: int) -> None:
-    if meta.get("model_id") != model_id or int(meta.get("dim", -1)) != dim:
-        raise ModelMismatch(
-            f"gallery {name!r} ({path}) was built with model {meta.get('model_id', '?')[:12]} "
-            f"(dim {meta.get('dim', '?')}), but the service runs model {model_id[:12]} (dim {dim}); "
-            "re-index it with this model or serve the model it was built with"
+class LocalBackend(GalleryBackend):
+    """The galleries of a data directory: ``<data>/galleries/<name>.sqlite3``."""
+
+    kind = "local"
+
+    def __init__(self, data_dir: Path, options: IndexOptions) -> None:
+        self.root = Path(data_dir) / "galleries"
+        if options.use_gpu and faiss_gpu_count() == 0:
+            options = dataclasses.replace(options, use_gpu=False)  # numpy exact search
+        self.options = options
+
+    def path(self, name: str) -> Path:
+        return self.root / f"{name}{SUFFIX}"
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return [p.name[: -len(SUFFIX)] for p in sorted(self.root.glob(f"*{SUFFIX}"))]
+
+    def open(self, name: str, model_id: str, dim: int, create: bool = False) -> LocalStore:
+        path = self.path(name)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise GalleryMissing(path)
+        return LocalStore.open(name, path, model_id, dim, self.options, create=create)
+
+    def recorded_model(self, name: str) -> tuple[str, int]:
+        """(model id, dim) the gallery was built with, read without loading it."""
+        path = self.path(name)
+        if not path.is_file():
+            raise GalleryMissing(path)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise GalleryMissing(path) from exc
+        finally:
+            conn.close()
+        if "model_id" not in meta:
+            raise GalleryMissing(path)
+        return str(meta["model_id"]), int(meta["dim"])
+
+    def drop(self, name: str) -> None:
+        base = self.path(name)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{base}{suffix}").unlink(missing_ok=True)
+        rerank_lists_path(base).unlink(missing_ok=True)
+
+    def gpus(self) -> int:
+        """GPUs FAISS uses for this data directory's indexes."""
+        return faiss_gpu_count() if self.options.use_gpu else 0
+
+
+def faiss_gpu_count() -> int:
+    """GPUs FAISS can use (0 with faiss-cpu, or faiss-gpu on a GPU-less host)."""
+    import faiss
+
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+def _timestamp_required(conn: sqlite3.Connection) -> bool:
+    return any(c[1] == "timestamp" and c[3] for c in conn.execute("PRAGMA table_info(items)"))
+
+
+def _allow_unknown_times(conn: sqlite3.Connection) -> None:
+    """A gallery file from before unknown times declares ``timestamp NOT NULL``: rebuild its
+    items table once without that constraint (same rows, ids and id sequence)."""
+    if not _timestamp_required(conn):
+        return
+    old = "items_before_unknown_times"
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        if not _timestamp_required(conn):  # another process did it meanwhile
+            return
+        conn.execute(f"ALTER TABLE items RENAME TO {old}")
+        conn.execute(ITEMS_TABLE)
+        conn.execute(f"INSERT INTO items SELECT * FROM {old}")
+        conn.execute(
+            "UPDATE sqlite_sequence SET seq = (SELECT seq FROM sqlite_sequence WHERE name = ?)"
+            " WHERE name = 'items'",
+            (old,),
         )
+        conn.execute(f"DROP TABLE {old}")
+    logger.info("gallery file upgraded: items may now have an unknown timestamp")

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from service.gallery import GalleryManager, IndexOptions
+from service.gallery import GalleryManager, local_backend
 from service.jobs import JobState, JobStore
 from service.runtime import ModelRuntime
 from tests.service.conftest import TINY_DIM, random_image
+from tests.service.gallery.helpers import stored
 from tests.service.jobs.archives import crops, make_tar
 from tests.service.test_jobs_api import wait
 
@@ -89,13 +89,15 @@ def _run_index(folder: Path, model_dir: Path, data: Path, kill_after: int | None
 def _check_gallery(model_dir: Path, data: Path, acknowledged: list[Path]) -> int:
     """Index and metadata agree; every acknowledged crop is stored and found first."""
     runtime = ModelRuntime.load(model_dir)
-    manager = GalleryManager(data, runtime.manifest.model_id, TINY_DIM, IndexOptions())
+    manager = GalleryManager(local_backend(data), runtime.manifest.model_id, TINY_DIM)
     manager.open_all()
     try:
         g = manager.get_or_create("g")  # a kill before the first add leaves none
-        rows = g._conn.execute("SELECT id, external_id, embedding FROM items").fetchall()
-        assert len(rows) == len(g)  # the in-memory index holds exactly the stored rows
-        by_ext = {e: (i, np.frombuffer(b, dtype=np.float32)) for i, e, b in rows}
+        ids, emb = stored(g)
+        assert len(ids) == len(g)  # the in-memory index holds exactly the stored rows
+        items = g.store.fetch(ids.tolist())
+        rows = [(i, items[i].external_id, emb[r]) for r, i in enumerate(ids.tolist())]
+        by_ext = {e: (i, b) for i, e, b in rows}
         assert len(by_ext) == len(rows)  # no duplicate crops
         for path in acknowledged:
             ext = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()

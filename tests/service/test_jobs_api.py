@@ -9,13 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from service.gallery import Gallery, GalleryManager, IndexOptions
+from service.gallery import Gallery, GalleryManager, local_backend
 from service.jobs import ArchiveLimits, IndexConfig, IndexProgress, index_source, open_source
 from service.runtime import ModelRuntime
 from tests.service.conftest import TINY_DIM, random_image
+from tests.service.gallery.helpers import stored
 from tests.service.jobs.archives import crops, make_tar, make_zip
 
 
@@ -180,7 +180,7 @@ def test_report_survives_restart(make_client: Callable[..., Any], tmp_path: Path
 def test_cancel_stops_between_batches(model_dir: Path, tmp_path: Path) -> None:
     """The pipeline stops at the next batch once cancelled; what it reported is stored."""
     runtime = ModelRuntime.load(model_dir)
-    galleries = GalleryManager(tmp_path, runtime.manifest.model_id, TINY_DIM, IndexOptions())
+    galleries = GalleryManager(local_backend(tmp_path), runtime.manifest.model_id, TINY_DIM)
     gallery = galleries.get_or_create("g")
     path = tmp_path / "a.tar"
     path.write_bytes(make_tar(crops(50)))
@@ -203,9 +203,8 @@ def test_cancel_stops_between_batches(model_dir: Path, tmp_path: Path) -> None:
 
 def _assert_index_matches_store(gallery: Gallery) -> None:
     """Every stored embedding is found first by search, and the counts agree."""
-    rows = gallery._conn.execute("SELECT id, embedding FROM items ORDER BY id").fetchall()
-    assert len(rows) == len(gallery)
-    for item_id, blob in rows:
-        emb = np.frombuffer(blob, dtype=np.float32)
+    ids, embs = stored(gallery)
+    assert len(ids) == len(gallery)
+    for item_id, emb in zip(ids.tolist(), embs, strict=True):
         best = gallery.search(emb, 1)[0]
         assert best.item.id == item_id or best.score == pytest.approx(1.0, abs=1e-6)

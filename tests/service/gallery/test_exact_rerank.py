@@ -10,12 +10,14 @@ import pytest
 from reidcore.rerank import rerank_shortlist
 from reidcore.synthetic_features import make_clustered_features
 from service.gallery import (
+    Gallery,
     GalleryManager,
     IndexOptions,
     NewItem,
     RerankParams,
     SearchFilter,
     exact_rerank,
+    local_backend,
     store,
 )
 from tests.core.rerank_reference import full_one_query
@@ -42,14 +44,14 @@ def _items(n: int, start: int = 0) -> list[NewItem]:
     ]
 
 
-def _open(tmp_path: Path, create: bool = True) -> tuple[GalleryManager, store.Gallery]:
+def _open(tmp_path: Path, create: bool = True) -> tuple[GalleryManager, Gallery]:
     """A manager over ``tmp_path`` (as a new process would open it) and its gallery g."""
-    m = GalleryManager(tmp_path, MODEL, 16, IndexOptions())
+    m = GalleryManager(local_backend(tmp_path, IndexOptions()), MODEL, 16)
     m.open_all()
     return m, m.get_or_create("g") if create else m.get("g")
 
 
-def _gallery(tmp_path: Path) -> store.Gallery:
+def _gallery(tmp_path: Path) -> Gallery:
     return _open(tmp_path)[1]
 
 
@@ -58,7 +60,7 @@ def _full(q: np.ndarray, g: np.ndarray, p: RerankParams = PARAMS) -> np.ndarray:
 
 
 def _check(
-    gallery: store.Gallery, feats: np.ndarray, ids: list[int], queries: np.ndarray, k: int = 10
+    gallery: Gallery, feats: np.ndarray, ids: list[int], queries: np.ndarray, k: int = 10
 ) -> None:
     """The k best matches are the full algorithm's k best, with its distances."""
     for q in queries:
@@ -95,7 +97,7 @@ def test_exact_search_follows_adds_deletes_and_compaction(
     for j in keep[:70]:  # past the compaction threshold: rows renumbered, lists rebuilt
         g.delete(ids[j])
     rest = keep[70:]
-    assert g._rows.n < len(ids)
+    assert g.store._rows.n < len(ids)
     _check(g, g_feats[rest], [ids[j] for j in rest], queries[6:8])
 
 
@@ -170,7 +172,7 @@ def test_lists_saved_at_close_serve_the_next_process(
     _check(g, g_feats[:180], ids, queries[:1])  # builds the lists
     g.delete(ids[5])
     m.close()
-    saved = store.rerank_lists_path(g.path)
+    saved = store.rerank_lists_path(g.store.path)
     assert saved.is_file()
 
     def no_build(*args: object, **kwargs: object) -> None:
@@ -197,7 +199,7 @@ def test_stale_saved_lists_are_rebuilt(
     ids = [r.id for r in g.add(_items(len(g_feats)), g_feats)]
     _check(g, g_feats, ids, queries[:1])
     m.close()
-    saved = store.rerank_lists_path(g.path)
+    saved = store.rerank_lists_path(g.store.path)
     builds: list[int] = []
     real_build = exact_rerank.build_neighbours
 
@@ -212,7 +214,7 @@ def test_stale_saved_lists_are_rebuilt(
     if change == "compaction":  # rows renumbered: the saved row -> item map no longer holds
         for j in range(60):  # past a quarter of the rows
             g.delete(ids[j])
-        assert g._rows.n < len(ids)
+        assert g.store._rows.n < len(ids)
         keep = keep[60:]
     elif change == "params":
         params = RerankParams(shortlist=20, k1=PARAMS.k1 + 2, k2=PARAMS.k2, lambda_value=0.3)
@@ -235,7 +237,7 @@ def test_deleting_a_gallery_deletes_its_saved_lists(tmp_path: Path) -> None:
     g.search(queries[0], 5, rerank=PARAMS)
     m.close()
     m, g = _open(tmp_path, create=False)
-    saved = store.rerank_lists_path(g.path)
+    saved = store.rerank_lists_path(g.store.path)
     assert saved.is_file()
     m.delete("g")
     assert not saved.exists()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from service.gallery import RerankParams
+from tests.service.gallery.helpers import stored
 from tests.service.gallery.test_store import _items, _manager, _unit
 
 
@@ -19,11 +20,7 @@ def _vectors(seed: int, n: int) -> np.ndarray:
 
 def _stored(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """(item ids, embeddings) of everything in gallery g, read by a fresh manager."""
-    g = _manager(root).get("g")
-    rows = g._conn.execute("SELECT id, embedding FROM items ORDER BY id").fetchall()
-    ids = np.array([r[0] for r in rows])
-    emb = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-    return ids, emb
+    return stored(_manager(root).get("g"))
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])

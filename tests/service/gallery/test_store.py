@@ -13,6 +13,7 @@ from service.gallery import (
     NewItem,
     RerankParams,
     SearchFilter,
+    local_backend,
     store,
 )
 
@@ -33,7 +34,7 @@ def _items(n: int, start: int = 0) -> list[NewItem]:
 
 
 def _manager(root: Path, model: str = MODEL, dim: int = DIM, kind: str = "flat") -> GalleryManager:
-    m = GalleryManager(root, model, dim, IndexOptions(kind=kind, ivf_nlist=4))
+    m = GalleryManager(local_backend(root, IndexOptions(kind=kind, ivf_nlist=4)), model, dim)
     m.open_all()
     return m
 
@@ -113,7 +114,7 @@ def test_compaction_keeps_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ids = [r.id for r in g.add(_items(200), X)]
     for j in range(110):  # crosses the threshold (a quarter of the rows) twice
         g.delete(ids[j])
-    assert len(g) == 90 and g._rows.n < 200  # compacted
+    assert len(g) == 90 and g.store._rows.n < 200  # compacted
     g.add(_items(1, start=500), X[:1])  # appends after compaction still work
     q = X[150]
     ref = sorted(range(110, 200), key=lambda j: -float(X[j] @ q))[:5]

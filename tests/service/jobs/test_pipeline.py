@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.gallery import Gallery, GalleryManager, IndexOptions
+from service.gallery import Gallery, GalleryManager, local_backend
 from service.jobs import ArchiveLimits, IndexConfig, IndexProgress, index_source, open_source
 from service.jobs.pipeline import Model
 from service.runtime import Inference, ModelRuntime, RuntimeOptions
 from tests.service.conftest import TINY_DIM, random_image
+from tests.service.gallery.helpers import stored_by_external
 from tests.service.jobs.archives import crops, make_tar, market_name
 
 
@@ -53,7 +54,7 @@ def index(
     tmp: Path, runtime: ModelRuntime | CountingModel, members: dict[str, bytes], **config: int
 ) -> tuple[Gallery, GalleryManager, list[IndexProgress]]:
     rt = runtime.runtime if isinstance(runtime, CountingModel) else runtime
-    manager = GalleryManager(tmp / "data", rt.manifest.model_id, TINY_DIM, IndexOptions())
+    manager = GalleryManager(local_backend(tmp / "data"), rt.manifest.model_id, TINY_DIM)
     gallery = manager.get_or_create("g")
     path = tmp / "a.tar"
     path.write_bytes(make_tar(members))
@@ -65,10 +66,9 @@ def index(
     return gallery, manager, reports
 
 
-def stored(gallery: Gallery) -> dict[str, np.ndarray]:
+def stored(gallery: Gallery) -> dict[str | None, np.ndarray]:
     """External id -> embedding of every stored item."""
-    rows = gallery._conn.execute("SELECT external_id, embedding FROM items").fetchall()
-    return {e: np.frombuffer(b, dtype=np.float32) for e, b in rows}
+    return stored_by_external(gallery)
 
 
 def test_workers_store_what_one_worker_stores(model_dir: Path, tmp_path: Path) -> None:
@@ -85,12 +85,9 @@ def test_workers_store_what_one_worker_stores(model_dir: Path, tmp_path: Path) -
     assert counting.most_running >= 2  # the workers really ran the model side by side
     assert sum(p.added for p in reports) == 37
     # ids follow the source's order: batches are committed in order
-    names = [
-        row[0]
-        for row in many._conn.execute(
-            "SELECT json_extract(metadata, '$.file') FROM items ORDER BY id"
-        )
-    ]
+    ids = many.store.item_ids().tolist()
+    fetched = many.store.fetch(ids)
+    names = [fetched[i].metadata["file"] for i in ids]
     assert names == list(members)
     m1.close()
     m3.close()

@@ -1,0 +1,181 @@
+"""A gallery as the API sees it: search, score filter and re-ranking above a storage engine.
+
+Written once for every engine (:mod:`service.gallery.backend`). Re-ranking:
+
+- ``shortlist`` mode, and any filtered search: the k-reciprocal algorithm on query + the
+  query's top ``shortlist`` candidates (:func:`reidcore.rerank.rerank_shortlist`).
+- ``exact`` mode without a filter: the store's exact re-ranker when it keeps one (the local
+  engine: neighbour lists over the whole gallery in memory, :mod:`service.gallery.exact_rerank`);
+  otherwise the query's *neighbourhood*: its top ``shortlist`` and their own top-``k1``
+  neighbour lists, fetched by one batched search, re-ranked together (:func:`neighbourhood_rerank`).
+  Every top candidate's neighbourhood is then its true gallery neighbourhood, which a plain
+  shortlist cuts; nothing is kept per process, so replicas of a shared gallery agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.errors import InvalidInput, ItemNotFound
+from service.gallery.backend import GalleryStore
+from service.gallery.search import scores_to_distances
+from service.gallery.types import (
+    AddResult,
+    GalleryStats,
+    Hits,
+    Item,
+    Match,
+    NewItem,
+    RerankParams,
+    SearchFilter,
+)
+
+
+class Gallery:
+    """One open gallery over a :class:`GalleryStore`; thread-safe as its store is."""
+
+    def __init__(self, store: GalleryStore) -> None:
+        self.store = store
+        self.name = store.name
+        self.dim = store.dim
+        self.model_id = store.model_id
+
+    # ------------------------------------------------------------ storage, passed through
+    def add(self, items: Sequence[NewItem], embeddings: np.ndarray) -> list[AddResult]:
+        """Store items with their embeddings [M, dim] durably, then make them searchable.
+
+        Items whose external id already exists are not written again (idempotent add).
+        """
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if emb.shape != (len(items), self.dim):
+            raise InvalidInput(
+                f"expected embeddings of shape ({len(items)}, {self.dim}), got {emb.shape}"
+            )
+        return self.store.add(items, emb)
+
+    def find_external(self, external_ids: Sequence[str]) -> dict[str, int]:
+        """External id -> item id for those that already exist."""
+        return self.store.find_external(list(external_ids)) if external_ids else {}
+
+    def delete(self, item_id: int) -> None:
+        """Delete one item durably; raises :class:`ItemNotFound`."""
+        self.store.delete(item_id)
+
+    def get(self, item_id: int) -> Item:
+        """One item; raises :class:`ItemNotFound`."""
+        items = self.store.fetch([item_id])
+        if item_id not in items:
+            raise ItemNotFound(self.name, item_id)
+        return items[item_id]
+
+    def stats(self) -> GalleryStats:
+        return self.store.stats()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    # ------------------------------------------------------------ search
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        filt: SearchFilter | None = None,
+        rerank: RerankParams | None = None,
+    ) -> list[Match]:
+        """Top-``k`` items for ``query`` [dim] (unit vector), exact under ``filt``.
+
+        With ``rerank``, the ``rerank.shortlist`` best candidates are re-ranked with
+        k-reciprocal re-ranking and the best ``k`` of them returned, by re-ranked distance
+        (module docstring for which variant runs when).
+        """
+        filt = filt or SearchFilter()
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dim:
+            raise InvalidInput(
+                f"query has dimension {q.shape[0]}, gallery {self.name!r} has {self.dim}"
+            )
+        if rerank is not None and rerank.mode == "exact" and filt.is_empty():
+            ids, scores, dists = self._exact(q, k, rerank)
+        else:
+            depth = max(k, rerank.shortlist) if rerank else k
+            hits = _min_score(self.store.search(q[None], depth, filt)[0], filt.min_score)
+            ids, scores = hits.ids, hits.scores
+            if rerank is not None and len(ids) > 1:
+                ids, scores, dists = self._rerank_shortlist(q, ids, scores, k, rerank)
+            else:
+                dists = scores_to_distances(scores)
+        items = self.store.fetch(ids.tolist())
+        return [
+            Match(items[i], float(s), float(d))
+            for i, s, d in zip(ids.tolist(), scores.tolist(), dists.tolist(), strict=True)
+            if i in items  # deleted between the search and the fetch
+        ]
+
+    def _exact(
+        self, q: np.ndarray, k: int, p: RerankParams
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        params = (p.k1, p.k2, p.lambda_value)
+        done = self.store.exact_rerank(q, k, p.shortlist, params)
+        if done is not None:
+            return done
+        return neighbourhood_rerank(self.store, q, k, p)
+
+    def _rerank_shortlist(
+        self, q: np.ndarray, ids: np.ndarray, scores: np.ndarray, k: int, p: RerankParams
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Re-rank the shortlist (``ids`` best first) and keep the best ``k`` by new distance."""
+        found, feats = self.store.vectors(ids.tolist())
+        keep = np.isin(ids, found)  # an item deleted since the search drops out
+        ids, scores = ids[keep], scores[keep]  # in the order asked, as ``feats``
+        if len(ids) < 2:
+            return ids, scores, scores_to_distances(scores)
+        dists = _rerank_distances(q, feats, p)
+        order = np.argsort(dists, kind="stable")[:k]
+        return ids[order], scores[order], dists[order]
+
+
+def neighbourhood_rerank(
+    store: GalleryStore, q: np.ndarray, k: int, p: RerankParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-reciprocal re-ranking of the query's neighbourhood, fetched from ``store``.
+
+    The set re-ranked is the query's top ``max(k, shortlist, k1)`` items plus each one's own
+    ``k1`` nearest gallery items (one batched search), so the neighbourhoods of the top
+    candidates are those of the whole gallery. Returns the best ``k`` of that set by
+    re-ranked distance, with their cosine scores.
+    """
+    top = store.search(q[None], max(k, p.shortlist, p.k1), SearchFilter())[0]
+    if len(top.ids) < 2:
+        return top.ids, top.scores, scores_to_distances(top.scores)
+    found, feats = store.vectors(top.ids.tolist())
+    lists = store.search(feats, p.k1 + 1, SearchFilter())
+    extra = np.setdiff1d(np.concatenate([h.ids for h in lists]), found)
+    more_ids, more_feats = store.vectors(extra.tolist())
+    ids = np.concatenate([found, more_ids])
+    feats = np.concatenate([feats, more_feats]) if len(more_ids) else feats
+    dists = _rerank_distances(q, feats, p)
+    order = np.lexsort((ids, dists))[:k]
+    scores = feats[order] @ q
+    return ids[order], scores.astype(np.float32), dists[order]
+
+
+def _rerank_distances(q: np.ndarray, feats: np.ndarray, p: RerankParams) -> np.ndarray:
+    from reidcore.rerank import rerank_shortlist
+
+    return np.asarray(
+        rerank_shortlist(q, feats, k1=p.k1, k2=p.k2, lambda_value=p.lambda_value),
+        dtype=np.float32,
+    )
+
+
+def _min_score(hits: Hits, min_score: float | None) -> Hits:
+    """Hits at or above ``min_score``: the top-k of the allowed items stay exactly that."""
+    if min_score is None:
+        return hits
+    keep = hits.scores >= np.float32(min_score)
+    return Hits(hits.ids[keep], hits.scores[keep])
