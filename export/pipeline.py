@@ -7,8 +7,11 @@ every step passed, and the manifest is moved last):
    (:mod:`export.onnx_export`, checked by ``onnx.checker``);
 2. write the manifest, then reload the folder with the **service's** runtime
    (:class:`service.runtime.ModelRuntime`: manifest, sha256, preprocessing from the manifest)
-   and compare it on real images against PyTorch on the checkpoint's preprocessing
-   (:mod:`export.verify`); a disagreement raises :class:`ExportError` and nothing is written;
+   and compare it against PyTorch on the checkpoint's preprocessing (:mod:`export.verify`)
+   on real images (``--calibration-images``, else the validation split), or on generated
+   pedestrian crops when neither was given (:mod:`export.generated`; the log and the
+   manifest's ``training.notes`` say which); a disagreement raises :class:`ExportError` and
+   nothing is written;
 3. with a validation folder: measure the fp32 file's mAP, build the requested variants and
    keep each one whose mAP stays within ``max_map_drop_points`` (:mod:`export.variants`);
 4. move the files into ``out``.
@@ -29,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from export.checkpoint import LoadedCheckpoint, load_for_export
+from export.generated import generated_images
 from export.onnx_export import INPUT_NAME, OnnxExportConfig, export_onnx, graph_opset
 from export.validation import ValidationSet, list_images, load_images, load_validation_set
 from export.variants import (
@@ -88,7 +92,8 @@ class ExportOptions:
     version: str = ""
     """Model version for the manifest; default: the last component of ``out``."""
     calibration_images: Path | None = None
-    """Folder of real images for the parity check and int8 calibration."""
+    """Folder of real images for the parity check and int8 calibration. Without it and
+    without ``validation`` the parity check runs on generated crops."""
     validation: Path | None = None
     """Market-1501-style folder: query/ + bounding_box_test/, or bounding_box_train/ only
     (then ``validation_ids`` identities are held out). Needed for variants."""
@@ -100,6 +105,8 @@ class ExportOptions:
     """Variants to try: ``optimized``, ``fp16``, ``int8``."""
     include_local: bool = False
     """Also export the ``local`` stripe features (needs a model with a local branch)."""
+    flip: bool = False
+    """Bake test-time flip into the graph (:mod:`export.flip`); recorded in the manifest."""
     parity_images: int = 32
     """Images compared between PyTorch and ONNX Runtime."""
     calibration_count: int = DEFAULT_CALIBRATION_COUNT
@@ -128,6 +135,8 @@ class ExportResult:
     """PyTorch vs ONNX Runtime (through the service runtime) on real images."""
     variants: list[VariantOutcome] = field(default_factory=list)
     """Every variant tried, kept or not."""
+    parity_source: str = ""
+    """Which images the parity check ran on (also in the manifest's ``training.notes``)."""
 
 
 def export_model_folder(opts: ExportOptions) -> ExportResult:
@@ -137,11 +146,12 @@ def export_model_folder(opts: ExportOptions) -> ExportResult:
     if opts.include_local and loaded.model.local_branch is None:
         raise ExportError(f"{opts.checkpoint}: --include-local but the model has no local branch")
     vs = _validation_set(opts, loaded)
-    parity_images, calibration = _real_images(opts, loaded, vs)
+    parity = _parity_images(opts, vs)
+    calibration = _calibration_batch(opts, loaded, vs)
     staging = opts.out.parent / f".{opts.out.name}.staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        result = _export_in(staging, opts, loaded, vs, parity_images, calibration)
+        result = _export_in(staging, opts, loaded, vs, parity, calibration)
         _publish(staging, opts.out, opts.overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -160,10 +170,6 @@ def _check_destination(opts: ExportOptions) -> None:
             f"variants {list(opts.variants)} need --validation: each is kept only if its "
             f"mAP stays within {opts.max_map_drop_points} points of fp32"
         )
-    if opts.calibration_images is None and opts.validation is None:
-        raise ExportError(
-            "the parity check runs on real images: pass --calibration-images DIR or --validation DIR"
-        )
 
 
 def _validation_set(opts: ExportOptions, loaded: LoadedCheckpoint) -> ValidationSet | None:
@@ -177,31 +183,60 @@ def _validation_set(opts: ExportOptions, loaded: LoadedCheckpoint) -> Validation
         raise ExportError(f"validation folder {opts.validation}: {exc}") from exc
 
 
-def _real_images(
-    opts: ExportOptions, loaded: LoadedCheckpoint, vs: ValidationSet | None
-) -> tuple[list[Image.Image], np.ndarray]:
-    """Decoded parity images and the preprocessed int8 calibration batch (empty without int8).
+@dataclass(frozen=True)
+class ParityImages:
+    """The decoded images PyTorch and the service runtime are compared on."""
 
-    Parity images come from ``--calibration-images`` or else the validation split (parity
-    compares two runtimes, nothing is fitted). Calibration images never come from the
-    validation split: see :func:`calibration_paths`.
+    images: list[Image.Image]
+    """Decoded RGB images."""
+    source: str
+    """Where they came from, for the log and the manifest."""
+
+
+def _parity_images(opts: ExportOptions, vs: ValidationSet | None) -> ParityImages:
+    """``--calibration-images``, else the validation split, else generated crops.
+
+    Parity compares two runtimes and fits nothing, so any image checks the graph and the
+    manifest's preprocessing; real ones also cover the value ranges the model will see.
     """
+    if opts.calibration_images is None and vs is None:
+        source = (
+            f"{opts.parity_images} generated pedestrian crops (no --calibration-images or "
+            "--validation given)"
+        )
+        logger.info("parity check on %s", source)
+        return ParityImages(generated_images(opts.parity_images), source)
     try:
         if opts.calibration_images is not None:
-            parity_paths = list_images(opts.calibration_images, opts.parity_images)
+            paths = list_images(opts.calibration_images, opts.parity_images)
+            where = str(opts.calibration_images)
         else:
-            assert vs is not None  # _check_destination guarantees one source
-            parity_paths = [Path(p) for p in vs.paths[: opts.parity_images]]
-        parity = load_images(parity_paths)
-        shape = (0, 3, loaded.preprocess.height, loaded.preprocess.width)
-        calibration = np.empty(shape, np.float32)
-        if "int8" in opts.variants:
-            paths = calibration_paths(opts, vs)
-            calibration = preprocess_batch(load_images(paths), loaded.preprocess)
-            logger.info("int8 calibration: %d images of %s", len(paths), paths[0].parent)
-        return parity, calibration
+            assert vs is not None
+            paths = [Path(p) for p in vs.paths[: opts.parity_images]]
+            where = f"the validation split ({vs.name})"
+        return ParityImages(load_images(paths), f"{len(paths)} images of {where}")
     except (OSError, ValueError) as exc:
-        raise ExportError(f"cannot read the real images for parity/calibration: {exc}") from exc
+        raise ExportError(f"cannot read the real images for the parity check: {exc}") from exc
+
+
+def _calibration_batch(
+    opts: ExportOptions, loaded: LoadedCheckpoint, vs: ValidationSet | None
+) -> np.ndarray:
+    """The preprocessed int8 calibration batch: real images only (empty without int8).
+
+    Static int8 fits activation ranges to its calibration images, so generated images are
+    never used for it: see :func:`calibration_paths`.
+    """
+    shape = (0, 3, loaded.preprocess.height, loaded.preprocess.width)
+    if "int8" not in opts.variants:
+        return np.empty(shape, np.float32)
+    paths = calibration_paths(opts, vs)
+    try:
+        batch = preprocess_batch(load_images(paths), loaded.preprocess)
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read the int8 calibration images: {exc}") from exc
+    logger.info("int8 calibration: %d images of %s", len(paths), paths[0].parent)
+    return batch
 
 
 def calibration_paths(opts: ExportOptions, vs: ValidationSet | None) -> list[Path]:
@@ -218,7 +253,10 @@ def calibration_paths(opts: ExportOptions, vs: ValidationSet | None) -> list[Pat
     elif opts.validation is not None:
         source = opts.validation / "bounding_box_train"
     else:
-        raise ExportError("int8 calibration needs --calibration-images or --validation")
+        raise ExportError(
+            "int8 calibration needs real images: pass --calibration-images DIR (and "
+            "--validation DIR, which every variant needs)"
+        )
     if not source.is_dir():
         raise ExportError(
             f"int8 calibration: {source} does not exist and no --calibration-images was given; "
@@ -247,11 +285,11 @@ def _export_in(
     opts: ExportOptions,
     loaded: LoadedCheckpoint,
     vs: ValidationSet | None,
-    parity_images: list[Image.Image],
+    parity: ParityImages,
     calibration: np.ndarray,
 ) -> ExportResult:
     """Steps 1-3 of the module docstring inside ``staging``."""
-    onnx_cfg = OnnxExportConfig(opts.onnx.opset, opts.onnx.exporter, opts.include_local)
+    onnx_cfg = OnnxExportConfig(opts.onnx.opset, opts.onnx.exporter, opts.include_local, opts.flip)
     model_path = staging / MODEL_FILE
     try:
         export_onnx(
@@ -259,12 +297,11 @@ def _export_in(
         )
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
-    reference = torch_outputs(
-        loaded.model, preprocess_batch(parity_images, loaded.preprocess), opts.include_local
-    )
-    manifest = build_manifest(opts, loaded, model_path, reference)
+    batch = preprocess_batch(parity.images, loaded.preprocess)
+    reference = torch_outputs(loaded.model, batch, opts.include_local, flip=opts.flip)
+    manifest = build_manifest(opts, loaded, model_path, reference, parity.source)
     write_manifest(staging, manifest)
-    report = service_parity(staging, parity_images, reference, opts.tolerance)
+    report = service_parity(staging, parity.images, reference, opts.tolerance)
     try:
         require_parity(report, f"export of {opts.checkpoint}")
     except ValueError as exc:
@@ -287,7 +324,7 @@ def _export_in(
         ]
         manifest = with_measurements(manifest, base, vs, outcomes)
         write_manifest(staging, manifest)
-    return ExportResult(staging, manifest, report, outcomes)
+    return ExportResult(staging, manifest, report, outcomes, parity.source)
 
 
 def service_parity(
@@ -316,6 +353,7 @@ def build_manifest(
     loaded: LoadedCheckpoint,
     model_path: Path,
     reference: Mapping[str, np.ndarray],
+    parity_source: str = "",
 ) -> Manifest:
     """The manifest of the fp32 model; output shapes from the PyTorch ``reference``."""
     outputs = []
@@ -334,7 +372,10 @@ def build_manifest(
         version=opts.version or opts.out.name,
         created=utc_now(),
         model=ModelFile(
-            file=MODEL_FILE, sha256=sha256_file(model_path), opset=graph_opset(model_path)
+            file=MODEL_FILE,
+            sha256=sha256_file(model_path),
+            opset=graph_opset(model_path),
+            test_time_flip=opts.flip,
         ),
         input=InputSpec.from_preprocess(loaded.preprocess, name=INPUT_NAME, dynamic_batch=True),
         embedding=EmbeddingSpec(
@@ -345,9 +386,17 @@ def build_manifest(
         training=TrainingInfo(
             dataset=loaded.dataset,
             metrics=loaded.metrics,
-            notes=f"exported from {opts.checkpoint.name} ({loaded.source})",
+            notes=export_notes(opts, loaded, parity_source),
         ),
     )
+
+
+def export_notes(opts: ExportOptions, loaded: LoadedCheckpoint, parity_source: str) -> str:
+    """``training.notes``: the checkpoint, test-time flip, and what parity was checked on."""
+    notes = f"exported from {opts.checkpoint.name} ({loaded.source})"
+    if opts.flip:
+        notes += "; test-time flip: outputs averaged with the mirror image's"
+    return notes + (f"; parity checked on {parity_source}" if parity_source else "")
 
 
 def with_measurements(

@@ -32,6 +32,8 @@ its speed, and the variant's description says on which provider it was measured.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -296,7 +298,11 @@ def build_int8(
     if cfg.calibration != "minmax":  # histogram calibrators stack chunks: all the same size
         per_pass = stride or len(calibration)
         chunk = max(d for d in range(1, cfg.chunk + 1) if per_pass % d == 0)
-    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".int8-") as tmp:
+    printed = io.StringIO()  # the calibrators print progress: DEBUG log, not the user's stdout
+    with (
+        tempfile.TemporaryDirectory(dir=dst.parent, prefix=".int8-") as tmp,
+        contextlib.redirect_stdout(printed),
+    ):
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre))
         model = onnx.load(str(pre))
@@ -314,6 +320,8 @@ def build_int8(
             calibrate_method=method,
             extra_options=extra,
         )
+    for line in printed.getvalue().splitlines():
+        logger.debug("onnxruntime calibration: %s", line)
     return cfg.describe(len(calibration))
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.models import InferenceWrapper, ReidModel
+from export.flip import exported_module
+from training.models import ReidModel
 
 logger = logging.getLogger(__name__)
 
@@ -152,10 +153,14 @@ def require_parity(report: ParityReport, what: str) -> None:
 
 
 def torch_outputs(
-    model: ReidModel, batch: np.ndarray, include_local: bool = False, chunk: int = 32
+    model: ReidModel,
+    batch: np.ndarray,
+    include_local: bool = False,
+    chunk: int = 32,
+    flip: bool = False,
 ) -> dict[str, np.ndarray]:
-    """PyTorch outputs (the exported wrapper's) for a float32 batch [N, 3, H, W], by name."""
-    wrapper = InferenceWrapper(model, include_local=include_local)
+    """PyTorch outputs (the exported module's) for a float32 batch [N, 3, H, W], by name."""
+    wrapper = exported_module(model, include_local, flip)
     parts: list[tuple[torch.Tensor, ...]] = []
     with torch.inference_mode():
         for i in range(0, len(batch), chunk):

@@ -46,6 +46,9 @@ class ModelFile(_Strict):
     """Lower-case hex sha256 of the file's bytes."""
     opset: int = Field(ge=7)
     """ONNX opset of the default domain."""
+    test_time_flip: bool = False
+    """Whether the graph averages each image's outputs with its mirror image's (``reid
+    export --flip``): it runs the model on 2N images for a batch of N, and serves N rows."""
 
 
 class InputSpec(_Strict):

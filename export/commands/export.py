@@ -1,13 +1,19 @@
 """`reid export`: checkpoint -> ONNX model folder (model.onnx + manifest.json), parity-checked.
 
-Example::
+Examples::
 
-    reid export --checkpoint runs/apr/best.pt --out models/apr/1 \\
+    reid export --checkpoint runs/apr/best.pt --out models/apr/1
+    reid export --checkpoint runs/apr/best.pt --out models/apr/2 --flip \\
         --calibration-images crops/ --validation data/market --variants optimized,int8
 
 The manifest is written only if ONNX Runtime, loaded through the service's runtime and
-preprocessing, matches PyTorch on real images (cosine >= 0.9999). Variants are kept only if
-their mAP on the validation split stays within 0.5 points of fp32.
+preprocessing, matches PyTorch (cosine >= 0.9999) on real images (``--calibration-images``,
+else the validation split) or, when neither is given, on generated pedestrian crops (said in
+the log and the manifest). Variants need ``--validation`` (each is kept only if its mAP on
+the validation split stays within 0.5 points of fp32); int8 also needs real calibration
+images, which ``--calibration-images`` or the validation folder's training images give.
+ONNX Runtime's INFO chatter (the int8 quantiser's hundreds of lines) is lowered to DEBUG by
+the CLI's logging set-up (:mod:`reidcore.logs`); ``reid --log-level DEBUG export ...`` shows it.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="", help="model name (default: parent folder of --out)")
     parser.add_argument("--version", default="", help="model version (default: last part of --out)")
     parser.add_argument(
-        "--calibration-images", type=Path, help="folder of real images (parity, int8)"
+        "--calibration-images",
+        type=Path,
+        help="folder of real images for parity and int8 (default: parity on generated crops)",
     )
     parser.add_argument(
         "--validation",
@@ -46,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--include-local", action="store_true", help="also export the local stripes"
+    )
+    parser.add_argument(
+        "--flip",
+        action="store_true",
+        help="test-time flip in the graph: outputs averaged with the mirror image's (2x compute)",
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
     parser.add_argument("--exporter", default="legacy", help="legacy (default) or dynamo")
@@ -71,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
             variants=tuple(parse_variants(args.variants)),
             calibration_count=args.calibration_count or DEFAULT_CALIBRATION_COUNT,
             include_local=args.include_local,
+            flip=args.flip,
             onnx=OnnxExportConfig(opset=args.opset, exporter=args.exporter),
             overwrite=args.overwrite,
         )
         result = export_model_folder(opts)
     except (CheckpointError, ExportError, ValueError) as exc:
         raise CommandError(str(exc)) from None
-    print(result.parity.summary())
+    print(f"{result.parity.summary()}\n(parity images: {result.parity_source})")
     for v in result.variants:
         status = "kept" if v.kept else f"not written: {v.reason}"
         print(f"variant {v.name}: {status}")
