@@ -81,8 +81,20 @@ class PreprocessConfig:
         return cls(**known)
 
 
-def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
+REDUCE_GAP = 3
+"""An image is shrunk at decode time only by integer factors that keep it at least this many
+times the model input in each dimension; at or near model size nothing changes."""
+
+
+def decode_image(
+    data: bytes, max_pixels: int | None = None, target: tuple[int, int] | None = None
+) -> Image.Image:
     """Decode image bytes to an RGB PIL image, recognising the format by its content.
+
+    With ``target`` (the model input's width, height), an image many times larger is shrunk
+    as it is decoded (JPEG: :meth:`PIL.Image.Image.draft`, others: :meth:`~PIL.Image.Image.reduce`
+    right after decoding) to no less than ``REDUCE_GAP`` times ``target``, so that only one
+    full-size image is ever held; smaller images decode exactly as without ``target``.
 
     Raises :class:`ImageDecodeError` for empty, truncated or non-image bytes and for
     images larger than ``max_pixels`` (checked from the header, before decoding).
@@ -90,12 +102,14 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty file: zero bytes received")
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         w, h = img.size
         if max_pixels is not None and w * h > max_pixels:
             raise ImageDecodeError(
                 f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}"
             )
+        if target is not None and img.format == "JPEG":
+            img.draft("RGB", (REDUCE_GAP * target[0], REDUCE_GAP * target[1]))
         img.load()
     except ImageDecodeError:
         raise
@@ -103,7 +117,30 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
         raise ImageDecodeError(f"image too large: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"not a readable image ({exc})") from None
+    if target is not None:
+        img = _shrink(img, target)
+    return _to_rgb(img)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB from any mode: grayscale, palette, CMYK and alpha through PIL's conversion;
+    16-bit and 32-bit grayscale scaled from their full range (PIL would clip them at 255)."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        wide = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode != "F" else max(float(wide.max()), 1.0)
+        gray = np.clip(wide * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
     return img.convert("RGB")
+
+
+def _shrink(img: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """``img`` reduced by the largest integer factor keeping it >= REDUCE_GAP x ``target``."""
+    factor = min(img.width // (REDUCE_GAP * target[0]), img.height // (REDUCE_GAP * target[1]))
+    if factor < 2:
+        return img
+    if img.mode not in ("L", "RGB"):  # as the full-size path: drop alpha before averaging
+        img = _to_rgb(img)
+    return img.reduce(factor)
 
 
 @functools.lru_cache(maxsize=32)

@@ -18,6 +18,7 @@ __all__ = [
     "ManifestError",
     "ModelMismatch",
     "Overloaded",
+    "RequestTooLarge",
     "ServiceError",
     "Unauthorized",
     "UnsupportedImageFormat",
@@ -40,6 +41,12 @@ class InvalidInput(ServiceError):
     """A request value is wrong in a way the request schema cannot express."""
 
     code = "invalid_input"
+
+
+class RequestTooLarge(InvalidInput):
+    """A request asks for more work than a setting allows (e.g. its decoded-pixel budget)."""
+
+    code = "payload_too_large"
 
 
 class UnsupportedImageFormat(ImageDecodeError):

@@ -1,13 +1,22 @@
-"""Image bytes -> decoded image, recognising JPEG, PNG and WebP by their bytes."""
+"""Image bytes -> decoded image, recognising JPEG, PNG and WebP by their bytes.
+
+Memory per request is bounded by settings, not by what clients send: every image's size is
+read from its header first, and a request whose images add up to more than its decoded-pixel
+budget is refused before anything is decoded (:class:`RequestTooLarge`, 413). Images are then
+decoded one at a time and shrunk as they are decoded (:func:`reidcore.preprocess.decode_image`
+with the model's input size), so at most one image is ever held at full size.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Sequence
 
 from PIL import Image
 
-from reidcore.preprocess import decode_image
-from service.errors import ImageDecodeError, UnsupportedImageFormat
+from reidcore.preprocess import PreprocessConfig, decode_image
+from service.errors import ImageDecodeError, RequestTooLarge, UnsupportedImageFormat
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +34,39 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_upload(data: bytes, max_pixels: int, label: str = "image") -> Image.Image:
+def header_pixels(data: bytes) -> int:
+    """Width x height as the image's header declares it (0 when the header is unreadable:
+    decoding will then say what is wrong)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0  # decode_upload reports what is wrong
+    return w * h
+
+
+def check_pixel_budget(blobs: Sequence[bytes], budget: int) -> None:
+    """Refuse (413) a request whose images declare more than ``budget`` pixels in all."""
+    total = sum(header_pixels(b) for b in blobs)
+    if total > budget:
+        raise RequestTooLarge(
+            f"the images of this request add up to {total} pixels, over the per-request "
+            f"budget of {budget} (setting max_request_pixels)"
+        )
+
+
+def decode_upload(
+    data: bytes,
+    max_pixels: int,
+    label: str = "image",
+    preprocess: PreprocessConfig | None = None,
+) -> Image.Image:
     """Decode one uploaded image (whatever content type it was sent with).
 
-    Raises :class:`ImageDecodeError` (or :class:`UnsupportedImageFormat`) whose message
-    names ``label`` and says what was wrong: empty, not an image, another format,
-    truncated, or over ``max_pixels``.
+    With ``preprocess``, an image many times the model's input size is shrunk as it is
+    decoded (see :func:`reidcore.preprocess.decode_image`). Raises :class:`ImageDecodeError`
+    (or :class:`UnsupportedImageFormat`) whose message names ``label`` and says what was
+    wrong: empty, not an image, another format, truncated, or over ``max_pixels``.
     """
     if not data:
         raise ImageDecodeError(f"{label}: empty file (zero bytes received)")
@@ -38,7 +74,8 @@ def decode_upload(data: bytes, max_pixels: int, label: str = "image") -> Image.I
         raise UnsupportedImageFormat(
             f"{label}: not a JPEG, PNG or WebP image (first bytes {data[:8]!r})"
         )
+    target = None if preprocess is None else (preprocess.width, preprocess.height)
     try:
-        return decode_image(data, max_pixels=max_pixels)
+        return decode_image(data, max_pixels=max_pixels, target=target)
     except ImageDecodeError as exc:
         raise ImageDecodeError(f"{label}: {exc}") from None

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     """Frame rate turning Market-1501/Duke frame numbers in file names into timestamps (seconds)."""
     max_request_bytes: int = Field(default=16 * 2**20, ge=1024)
     """Largest request body accepted (413 above)."""
+    archive_max_manifests: int = Field(default=64, ge=0)
+    """Most manifest.csv/manifest.json files in one bulk-indexing archive or folder."""
+    archive_max_manifest_bytes: int = Field(default=16 * 2**20, ge=0)
+    """Largest total size of an archive's manifests (each is parsed as soon as it is read)."""
     max_image_pixels: int = Field(default=4096 * 4096, ge=1)
     """Largest decoded image (width x height) accepted; guards against decompression bombs."""
     max_images_per_request: int = Field(default=64, ge=1)
@@ -80,6 +84,9 @@ class Settings(BaseSettings):
     """Largest JSON metadata per item."""
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
     """Index of new and reopened galleries: flat (exact), ivf or hnsw."""
+    max_request_pixels: int = Field(default=2**27, ge=1)
+    """Largest sum of the images' pixels (width x height, from their headers) in one request:
+    over it the request is refused with 413 before anything is decoded."""
     ivf_nlist: int = Field(default=1024, ge=1)
     """IVF lists."""
     ivf_nprobe: int = Field(default=32, ge=1)
@@ -146,6 +153,9 @@ class Settings(BaseSettings):
             workers=self.index_workers,
             max_image_pixels=self.max_image_pixels,
             fps=self.index_fps,
+            max_manifests=self.archive_max_manifests,
+            max_manifest_bytes=self.archive_max_manifest_bytes,
+            max_metadata_bytes=self.max_metadata_bytes,
         )
 
     def runtime_options(self) -> RuntimeOptions:

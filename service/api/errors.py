@@ -24,6 +24,7 @@ from service.errors import (
     Overloaded,
     ServiceError,
     Unauthorized,
+    RequestTooLarge,
     UnsupportedImageFormat,
 )
 from service.jobs.sources import ArchiveError
@@ -43,6 +44,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (ModelMismatch, 409, ModelMismatch.code),
     (InvalidInput, 400, InvalidInput.code),
     (ManifestError, 503, ManifestError.code),
+    (RequestTooLarge, 413, RequestTooLarge.code),
     (ServiceError, 500, ServiceError.code),
 ]
 

@@ -106,7 +106,11 @@ def add_items(
     known = g.find_external([s.external_id for s in specs if s.external_id])
     todo = [i for i, s in enumerate(specs) if s.external_id not in known]
     decoded = read_images(
-        [images[i] for i in todo], settings.max_image_pixels, settings.max_images_per_request
+        [images[i] for i in todo],
+        settings.max_image_pixels,
+        settings.max_images_per_request,
+        budget=settings.max_request_pixels,
+        preprocess=engine.preprocess,
     )
     out = engine.infer(decoded)
     new = [
@@ -176,7 +180,15 @@ def search(
     if params.k > settings.max_k:
         raise InvalidInput(f"k={params.k} is over the limit of {settings.max_k}")
     g = galleries.get(gallery)  # 404/409 before spending time on the model
-    query = engine.infer(read_images([image], settings.max_image_pixels, 1)).embeddings[0]
+    query = engine.infer(
+        read_images(
+            [image],
+            settings.max_image_pixels,
+            1,
+            budget=settings.max_request_pixels,
+            preprocess=engine.preprocess,
+        )
+    ).embeddings[0]
     matches = g.search(
         query,
         params.k,

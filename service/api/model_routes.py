@@ -28,7 +28,13 @@ def attributes(
     settings: SettingsDep,
 ) -> AttributesResponse:
     """Per attribute of the model's schema: the predicted class and its probability."""
-    images = read_images([image], settings.max_image_pixels, 1)
+    images = read_images(
+        [image],
+        settings.max_image_pixels,
+        1,
+        budget=settings.max_request_pixels,
+        preprocess=engine.preprocess,
+    )
     out = engine.infer(images)
     return AttributesResponse.model_validate(
         {"attributes": predictions(runtime.schema, out.attributes, 0)}
@@ -43,7 +49,13 @@ def embed(
     settings: SettingsDep,
 ) -> EmbedResponse:
     """L2-normalised embeddings, one per image, in upload order (one batched model run)."""
-    decoded = read_images(images, settings.max_image_pixels, settings.max_images_per_request)
+    decoded = read_images(
+        images,
+        settings.max_image_pixels,
+        settings.max_images_per_request,
+        budget=settings.max_request_pixels,
+        preprocess=engine.preprocess,
+    )
     out = engine.infer(decoded)
     m = runtime.manifest
     return EmbedResponse(

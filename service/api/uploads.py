@@ -10,18 +10,32 @@ from fastapi import UploadFile
 from PIL import Image
 
 from reidcore.attributes import AttributeSchema
+from reidcore.preprocess import PreprocessConfig
 from service.errors import InvalidInput
-from service.images import decode_upload
+from service.images import check_pixel_budget, decode_upload
 
 
-def read_images(files: Sequence[UploadFile], max_pixels: int, max_count: int) -> list[Image.Image]:
-    """Decode every upload once; errors name the offending file."""
+def read_images(
+    files: Sequence[UploadFile],
+    max_pixels: int,
+    max_count: int,
+    *,
+    budget: int | None = None,
+    preprocess: PreprocessConfig | None = None,
+) -> list[Image.Image]:
+    """Decode every upload once, shrunk towards ``preprocess``'s input size as it is decoded;
+    refuses (413) images whose headers add up to more than ``budget`` pixels. Errors name the
+    offending file."""
     if len(files) > max_count:
         raise InvalidInput(f"{len(files)} images in one request; the limit is {max_count}")
+    blobs = [f.file.read() for f in files]
+    if budget is not None:
+        check_pixel_budget(blobs, budget)
     images = []
     for i, f in enumerate(files):
         label = f"image {i} ({f.filename!r})" if len(files) > 1 else f"image {f.filename!r}"
-        images.append(decode_upload(f.file.read(), max_pixels, label))
+        images.append(decode_upload(blobs[i], max_pixels, label, preprocess))
+        blobs[i] = b""
     return images
 
 

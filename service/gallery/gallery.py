@@ -14,11 +14,14 @@ Written once for every engine (:mod:`service.gallery.backend`). Re-ranking:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
-from service.errors import InvalidInput, ItemNotFound
+from service.errors import GalleryNotFound, InvalidInput, ItemNotFound
 from service.gallery.backend import GalleryStore
 from service.gallery.search import scores_to_distances
 from service.gallery.types import (
@@ -32,6 +35,32 @@ from service.gallery.types import (
     SearchFilter,
 )
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _while_open(
+    method: Callable[Concatenate[Gallery, P], R],
+) -> Callable[Concatenate[Gallery, P], R]:
+    """Run ``method`` only on an open gallery (else :class:`GalleryNotFound`), and let
+    :meth:`Gallery.close` (a deletion) wait for it: a deleted gallery answers 404, never an
+    error from its closed storage."""
+
+    @functools.wraps(method)
+    def wrapper(self: Gallery, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._users:
+            if self._closed:
+                raise GalleryNotFound(self.name)
+            self._active += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with self._users:
+                self._active -= 1
+                self._users.notify_all()
+
+    return wrapper
+
 
 class Gallery:
     """One open gallery over a :class:`GalleryStore`; thread-safe as its store is."""
@@ -41,8 +70,12 @@ class Gallery:
         self.name = store.name
         self.dim = store.dim
         self.model_id = store.model_id
+        self._users = threading.Condition()
+        self._active = 0
+        self._closed = False
 
     # ------------------------------------------------------------ storage, passed through
+    @_while_open
     def add(self, items: Sequence[NewItem], embeddings: np.ndarray) -> list[AddResult]:
         """Store items with their embeddings [M, dim] durably, then make them searchable.
 
@@ -55,14 +88,17 @@ class Gallery:
             )
         return self.store.add(items, emb)
 
+    @_while_open
     def find_external(self, external_ids: Sequence[str]) -> dict[str, int]:
         """External id -> item id for those that already exist."""
         return self.store.find_external(list(external_ids)) if external_ids else {}
 
+    @_while_open
     def delete(self, item_id: int) -> None:
         """Delete one item durably; raises :class:`ItemNotFound`."""
         self.store.delete(item_id)
 
+    @_while_open
     def get(self, item_id: int) -> Item:
         """One item; raises :class:`ItemNotFound`."""
         items = self.store.fetch([item_id])
@@ -70,16 +106,23 @@ class Gallery:
             raise ItemNotFound(self.name, item_id)
         return items[item_id]
 
+    @_while_open
     def stats(self) -> GalleryStats:
         return self.store.stats()
 
     def close(self) -> None:
+        """Close the storage once the operations under way are done; later ones get 404."""
+        with self._users:
+            self._closed = True
+            self._users.wait_for(lambda: self._active == 0)
         self.store.close()
 
+    @_while_open
     def __len__(self) -> int:
         return self.store.count()
 
     # ------------------------------------------------------------ search
+    @_while_open
     def search(
         self,
         query: np.ndarray,
