@@ -18,7 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reidcore import __version__
-from service.api import gallery_routes, health_routes, job_routes, metrics_routes, model_routes
+from service.api import (
+    docs_routes,
+    gallery_routes,
+    health_routes,
+    job_routes,
+    metrics_routes,
+    model_routes,
+)
 from service.api.errors import error_response, install_error_handlers, overloaded_response
 from service.batching import InferenceEngine, MicroBatcher
 from service.cpu import limit_numpy_blas
@@ -170,6 +177,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Person re-identification: attributes, embeddings, gallery search.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from docs_routes, assets served offline
+        redoc_url=None,
     )
     metrics = Metrics()
     app.state.settings, app.state.metrics = settings, metrics
@@ -196,6 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
         gallery_routes.router,
         job_routes.router,
         web_routes.router,  # the try-it page: GET / and /ui/* (service/web)
+        docs_routes.router,  # /docs, /redoc and their assets, no CDN
     ]
     routes = [route for router in routers for route in router.routes]  # full paths
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=lambda: routes)
