@@ -7,6 +7,7 @@ Failed members are kept with their reason for the job's report.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL,
     started REAL,
     finished REAL,
-    run_seconds REAL NOT NULL DEFAULT 0
+    run_seconds REAL NOT NULL DEFAULT 0,
+    naming TEXT
 );
 CREATE TABLE IF NOT EXISTS failures (
     job_id TEXT NOT NULL,
@@ -45,6 +47,16 @@ CREATE TABLE IF NOT EXISTS failures (
 );
 CREATE INDEX IF NOT EXISTS failures_job ON failures (job_id);
 """
+
+
+CLAIMS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (
+    job_id TEXT NOT NULL,
+    external_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_job ON claims (job_id);
+"""
+"""External ids a running job is about to store (see :meth:`JobStore.claim`)."""
 
 
 class JobState(str, Enum):
@@ -97,6 +109,8 @@ class JobRecord:
     archive_path: str | None = None
     archive_sha256: str | None = None
     failures: list[Failure] = field(default_factory=list)
+    naming: dict[str, Any] | None = None
+    """The camera/time rules the job was run with (``service.jobs.rules.NamingRules``)."""
 
     @property
     def done(self) -> int:
@@ -113,7 +127,7 @@ class JobRecord:
 
 _COLUMNS = (
     "id, gallery, source, state, total, added, duplicates, failed, error, created, started,"
-    " finished, run_seconds, archive_path, archive_sha256"
+    " finished, run_seconds, archive_path, archive_sha256, naming"
 )
 
 
@@ -129,6 +143,10 @@ class JobStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.executescript(SCHEMA)
+        self._conn.executescript(CLAIMS_SCHEMA)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(jobs)")}
+        if "naming" not in columns:  # a jobs file from before the naming rules
+            self._conn.execute("ALTER TABLE jobs ADD COLUMN naming TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -146,26 +164,81 @@ class JobStore:
         archive_path: str | None = None,
         archive_sha256: str | None = None,
         state: JobState = JobState.QUEUED,
+        naming: dict[str, Any] | None = None,
     ) -> str:
-        """A new job; returns its id."""
+        """A new job; returns its id. ``naming`` records the camera/time rules it uses."""
         job_id = uuid.uuid4().hex
+        rules = None if naming is None else json.dumps(naming)
         self._write(
-            "INSERT INTO jobs (id, gallery, source, archive_path, archive_sha256, state, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (job_id, gallery, source, archive_path, archive_sha256, state.value, time.time()),
+            "INSERT INTO jobs (id, gallery, source, archive_path, archive_sha256, state, created,"
+            " naming) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                gallery,
+                source,
+                archive_path,
+                archive_sha256,
+                state.value,
+                time.time(),
+                rules,
+            ),
         )
         return job_id
 
-    def start(self, job_id: str, total: int) -> None:
-        """Running over ``total`` members; counters and failures restart from zero (resume)."""
+    def start(self, job_id: str, total: int) -> bool:
+        """Running over ``total`` members; counters and failures restart from zero (resume).
+
+        Only a queued (or interrupted running) job starts: False, and nothing changed, when it
+        was cancelled meanwhile (the check and the update are one transaction).
+        """
         with self._lock, self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute(
+            started = self._conn.execute(
                 "UPDATE jobs SET state = ?, total = ?, added = 0, duplicates = 0, failed = 0,"
-                " started = COALESCE(started, ?), error = NULL WHERE id = ?",
-                (JobState.RUNNING.value, total, time.time(), job_id),
+                " started = COALESCE(started, ?), error = NULL WHERE id = ? AND state IN (?, ?)",
+                (
+                    JobState.RUNNING.value,
+                    total,
+                    time.time(),
+                    job_id,
+                    JobState.QUEUED.value,
+                    JobState.RUNNING.value,
+                ),
+            ).rowcount
+            if started:
+                self._conn.execute("DELETE FROM failures WHERE job_id = ?", (job_id,))
+        return bool(started)
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """Cancel the job if it is still queued (atomically); False when it is not."""
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            return bool(
+                self._conn.execute(
+                    "UPDATE jobs SET state = ?, finished = ? WHERE id = ? AND state = ?",
+                    (JobState.CANCELLED.value, time.time(), job_id, JobState.QUEUED.value),
+                ).rowcount
             )
-            self._conn.execute("DELETE FROM failures WHERE job_id = ?", (job_id,))
+
+    def claim(self, job_id: str, external_ids: Sequence[str]) -> None:
+        """Record that the job is about to store these items (before the gallery commits)."""
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(
+                "INSERT INTO claims VALUES (?, ?)", [(job_id, e) for e in external_ids]
+            )
+
+    def claimed(self, job_id: str) -> set[str]:
+        """External ids the job claimed in earlier runs (an interrupted job being resumed)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT external_id FROM claims WHERE job_id = ?", (job_id,)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def forget_claims(self, job_id: str) -> None:
+        """Drop a finished job's claims."""
+        self._write("DELETE FROM claims WHERE job_id = ?", (job_id,))
 
     def progress(
         self, job_id: str, added: int, duplicates: int, failures: Sequence[Failure], seconds: float
@@ -189,6 +262,22 @@ class JobStore:
         self._write(
             "UPDATE jobs SET state = ?, error = COALESCE(?, error), finished = ? WHERE id = ?",
             (state.value, error, finished, job_id),
+        )
+
+    def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
+        """Move a queued or running job to the finished ``state``; a finished job is left
+        as it is (e.g. cancelled just before its worker failed to open it)."""
+        self._write(
+            "UPDATE jobs SET state = ?, error = COALESCE(?, error), finished = ?"
+            " WHERE id = ? AND state IN (?, ?)",
+            (
+                state.value,
+                error,
+                time.time(),
+                job_id,
+                JobState.QUEUED.value,
+                JobState.RUNNING.value,
+            ),
         )
 
     def get(self, job_id: str, with_failures: bool = True) -> JobRecord | None:
@@ -244,4 +333,5 @@ def _record(row: tuple[Any, ...], failures: list[Failure]) -> JobRecord:
         archive_path=row[13],
         archive_sha256=row[14],
         failures=failures,
+        naming=None if row[15] is None else json.loads(row[15]),
     )
