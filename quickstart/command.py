@@ -5,7 +5,9 @@ dataset, train a small model on it, export it to ONNX, start the service on 127.
 bulk-index the gallery through the API, run every query through the search endpoint (plain
 and re-ranked), print the metrics and a few example matches, and keep serving until Ctrl-C.
 
-``--dataset ROOT`` uses a Market-layout dataset instead of the synthetic one; ``--model DIR``
+``--dataset ROOT --format market|msmt17|folders|csv`` uses the user's dataset instead of the
+synthetic one (messy files are skipped and counted; a missing query split is carved);
+``--model DIR``
 an existing model folder (no training, no export); ``--exit-when-done`` stops after the
 report (what tests and CI use).
 """
@@ -18,6 +20,10 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+FORMATS = ("market", "msmt17", "folders", "csv")
+"""``--format`` choices (:data:`quickstart.dataset.FORMATS`; kept here so that ``reid --help``
+stays light)."""
+
 HELP = "Run the main job: dataset, train, export, serve, index, query (then keep serving)."
 
 
@@ -26,7 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=Path("demo"), help="working folder (default demo/)"
     )
     parser.add_argument(
-        "--dataset", type=Path, help="Market-layout root instead of the synthetic dataset"
+        "--dataset",
+        type=Path,
+        help="your dataset instead of the synthetic one: a root folder (or CSV file) in --format",
+    )
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        default="market",
+        help="--dataset layout: market (bounding_box_train/, bounding_box_test/, query/; the "
+        "default), msmt17 (list_*.txt), folders (ROOT/<camera>/<identity>/*.jpg) or csv "
+        "(path,identity,camera[,timestamp]); without a query split one is carved",
     )
     parser.add_argument(
         "--model", type=Path, help="existing model folder: skip training and export"
@@ -71,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     opts = DemoOptions(
         out=args.out,
         dataset=args.dataset,
+        fmt=args.fmt,
         model=args.model,
         host=args.host,
         port=args.port,

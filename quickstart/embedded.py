@@ -9,6 +9,8 @@ so ``reid --help`` stays light.
 from __future__ import annotations
 
 import errno
+import io
+import json
 import logging
 import socket
 import tarfile
@@ -22,7 +24,6 @@ from tqdm import tqdm
 
 from quickstart.client import ReidClient, ServiceCallError
 from service.gallery.backend import GalleryBackend
-from service.jobs.naming import parse_dataset_name
 from service.threaded import ServerStartError, ThreadedServer, bind_socket
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ class GalleryImage:
     """Identity (0 distractor, -1 junk)."""
     camid: int
     """Camera number (1-based, as in the file name)."""
+    name: str = ""
+    """Unique name inside the dataset (archive member, item ``file``); default the file name."""
+    timestamp: float | None = None
+    """Capture time in seconds (dataset names: frame / 25 fps); None when unknown."""
+
+    @property
+    def member(self) -> str:
+        """The name the gallery stores for this crop (its ``file`` metadata)."""
+        return self.name or self.path.name
 
 
 def bind_port(host: str, port: int) -> socket.socket:
@@ -104,12 +114,31 @@ def index_gallery(
 
 
 def write_archive(images: Sequence[GalleryImage], path: Path) -> Path:
-    """An uncompressed tar of the images, flat (JPEG does not compress further)."""
+    """An uncompressed tar of the images (JPEG does not compress further) under their member
+    names, with a ``manifest.json`` giving each one's camera, time (null: unknown) and
+    identity, whatever the names look like."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    manifest = json.dumps([_manifest_entry(img) for img in images]).encode()
     with tarfile.open(path, "w") as tar:
         for img in images:
-            tar.add(img.path, arcname=img.path.name)
+            tar.add(img.path, arcname=img.member)
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
     return path
+
+
+MANIFEST = "manifest.json"
+"""The demo archive's manifest (see :mod:`service.jobs.naming`)."""
+
+
+def _manifest_entry(img: GalleryImage) -> dict[str, Any]:
+    return {
+        "file": img.member,
+        "camera": f"c{img.camid}",
+        "timestamp": img.timestamp,
+        "metadata": {"identity": img.pid},
+    }
 
 
 def _index_with_job(
@@ -144,15 +173,12 @@ def _index_with_job(
 
 
 def item_fields(img: GalleryImage) -> dict[str, Any]:
-    """``items`` entry for one crop: camera, timestamp (the bulk jobs' reading of the file
-    name: frame / 25 fps), file and identity."""
-    info = parse_dataset_name(img.path.name)
-    timestamp = info.timestamp if info else 0.0
+    """``items`` entry for one crop: camera, timestamp (null: unknown), file and identity."""
     return {
         "camera": f"c{img.camid}",
-        "timestamp": timestamp,
-        "external_id": img.path.name,
-        "metadata": {"file": img.path.name, "identity": img.pid},
+        "timestamp": img.timestamp,
+        "external_id": img.member,
+        "metadata": {"file": img.member, "identity": img.pid},
     }
 
 
@@ -178,7 +204,7 @@ def _index_with_items(
 def read_stored_embeddings(
     data_dir: Path, gallery: str, backend: GalleryBackend | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """File names (item metadata ``file``) and float32 embeddings the gallery stored, by id.
+    """Member names (item metadata ``file``) and float32 embeddings the gallery stored, by id.
 
     Read through the gallery storage interface (default: the local engine of ``data_dir``,
     opened beside the running service, which SQLite's WAL allows), under the model the
@@ -198,5 +224,5 @@ def read_stored_embeddings(
         items = store.fetch(ids.tolist())
     finally:
         store.close()
-    files = [Path(str(items[i].metadata.get("file", ""))).name for i in ids.tolist()]
+    files = [str(items[i].metadata.get("file", "")) for i in ids.tolist()]
     return files, emb

@@ -3,7 +3,9 @@
 Steps, each with a header, progress bars and its elapsed time:
 
 1. dataset: the synthetic camera dataset (``training.data.synthetic``) in ``<out>/dataset``
-   (reused when its parameters match), or a Market-layout root given with ``--dataset``;
+   (reused when its parameters match), or the user's dataset given with ``--dataset`` in any
+   format the training readers take (:mod:`quickstart.dataset`: messy files skipped and
+   counted, a query split carved when there is none);
 2. train: a small model (:data:`RECIPE` over ``training/configs/synthetic_tiny.yaml``) on its
    ``bounding_box_train`` split, evaluated by PyTorch on its query/gallery split;
 3. export: the checkpoint to a parity-checked fp32 ONNX model folder in ``<out>/models``
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from quickstart.client import ReidClient, ServiceCallError
+from quickstart.dataset import DemoData, describe, read_demo_data
 from quickstart.embedded import (
     DemoError,
     GalleryImage,
@@ -77,7 +80,9 @@ class DemoOptions:
     out: Path = Path("demo")
     """Working folder: dataset/, runs/, models/, data/ (git-ignored as /demo/)."""
     dataset: Path | None = None
-    """Market-layout root (bounding_box_train/, bounding_box_test/, query/); None: synthetic."""
+    """The user's dataset root (or CSV file) in ``fmt``; None: the synthetic dataset."""
+    fmt: str = "market"
+    """Format of ``dataset``: market, msmt17, folders or csv (:data:`quickstart.dataset.FORMATS`)."""
     model: Path | None = None
     """Existing model folder (model.onnx + manifest.json): skips training and export."""
     host: str = "127.0.0.1"
@@ -171,35 +176,32 @@ def synthetic_dataset(opts: DemoOptions, echo: Echo) -> Path:
     return root
 
 
-def read_splits(root: Path) -> tuple[list[GalleryImage], list[GalleryImage]]:
-    """Query and gallery images of a Market-layout root; :class:`DemoError` if unusable."""
-    from training.data.errors import DatasetError
-    from training.data.readers import read_market
-
-    try:
-        ds = read_market(root, check_matches=False)
-    except DatasetError as exc:
-        raise DemoError(f"--dataset {root}: {exc}") from None
-    if not ds.query or not ds.gallery:
-        raise DemoError(f"--dataset {root}: needs query/ and bounding_box_test/ to index and query")
-
-    def images(samples: list[Any]) -> list[GalleryImage]:
-        return [GalleryImage(Path(s.path), s.pid, s.camid) for s in samples]
-
-    return images(ds.query), images(ds.gallery)
+def demo_data(root: Path, fmt: str, opts: DemoOptions) -> DemoData:
+    """The query/gallery of ``root`` (carved when it has none); :class:`DemoError` if unusable."""
+    return read_demo_data(root, fmt, opts.seed, training=opts.model is None)
 
 
 # --------------------------------------------------------------------------- steps 2-3: model
 
 
-def train_overrides(root: Path, opts: DemoOptions) -> list[str]:
-    """The training config of the demo model on ``root``: recipe, paths, then user overrides."""
+def train_overrides(data: DemoData, opts: DemoOptions) -> list[str]:
+    """The training config of the demo model on ``data``: recipe, paths, then user overrides.
+
+    A dataset with its own query split is evaluated on it; a carved one holds the carved
+    identities out of training (the trainer's validation split, same seed: the same split).
+    """
+    root = data.root
     attributes = root / "market_attribute.mat"
+    split = (
+        [f"data.val_ids={data.held_out}", f"data.val_seed={opts.seed}", "data.eval_split=val"]
+        if data.carved
+        else ["data.val_ids=0", "data.eval_split=test"]
+    )
     out = [
         *RECIPE,
         f"data.root={root}",
-        "data.val_ids=0",
-        "data.eval_split=test",
+        f"data.format={data.fmt}",
+        *split,
         f"epochs={opts.epochs}",
         "eval.every=0",
         "eval.at_start=false",
@@ -214,15 +216,15 @@ def train_overrides(root: Path, opts: DemoOptions) -> list[str]:
     return [*out, *opts.train_overrides]
 
 
-def train_model(root: Path, opts: DemoOptions, echo: Echo) -> Path:
-    """Train the demo model on ``root``; returns its ``best.pt``."""
+def train_model(data: DemoData, opts: DemoOptions, echo: Echo) -> Path:
+    """Train the demo model on ``data``; returns its ``best.pt``."""
     from training.config import load_train_config
     from training.configtools import ConfigError
     from training.data.errors import DatasetError
     from training.trainer import train
 
     try:
-        cfg = load_train_config(TRAIN_CONFIG, train_overrides(root, opts))
+        cfg = load_train_config(TRAIN_CONFIG, train_overrides(data, opts))
     except ConfigError as exc:
         raise DemoError(f"training config: {exc}") from None
     run_dir = Path(cfg.output_dir)
@@ -235,7 +237,7 @@ def train_model(root: Path, opts: DemoOptions, echo: Echo) -> Path:
     try:
         result = train(cfg)
     except (ConfigError, DatasetError) as exc:
-        raise DemoError(f"training on {root}: {exc}") from None
+        raise DemoError(f"training on {data.root}: {exc}") from None
     last = result.history[-1] if result.history else {}
     if "rank1" in last:
         echo(
@@ -246,18 +248,20 @@ def train_model(root: Path, opts: DemoOptions, echo: Echo) -> Path:
                 if last.get("attr_acc", math.nan) == last.get("attr_acc")  # present, not NaN
                 else ""
             )
+            + f"; valid queries {int(last.get('valid_queries', 0))} of {int(last.get('queries', 0))}"
         )
     return run_dir / "best.pt"
 
 
-def export_model(checkpoint: Path, root: Path, opts: DemoOptions, echo: Echo) -> Path:
-    """Export ``checkpoint`` to ``<out>/models/demo/1`` (fp32, parity-checked)."""
+def export_model(checkpoint: Path, validation: Path | None, opts: DemoOptions, echo: Echo) -> Path:
+    """Export ``checkpoint`` to ``<out>/models/demo/1`` (fp32, parity-checked on the
+    ``validation`` Market root's images, else on generated crops)."""
     from export.pipeline import ExportError, ExportOptions, export_model_folder
 
     folder = opts.out / "models" / MODEL_NAME / "1"
     try:
         result = export_model_folder(
-            ExportOptions(checkpoint=checkpoint, out=folder, validation=root, overwrite=True)
+            ExportOptions(checkpoint=checkpoint, out=folder, validation=validation, overwrite=True)
         )
     except (ExportError, ValueError) as exc:
         raise DemoError(f"export of {checkpoint}: {exc}") from None
@@ -299,22 +303,28 @@ def check_model_folder(folder: Path) -> Path:
 # --------------------------------------------------------------------------- the job
 
 
-def prepare_model(root: Path, opts: DemoOptions, steps: Steps, echo: Echo) -> Path:
+def prepare_model(data: DemoData, opts: DemoOptions, steps: Steps, echo: Echo) -> Path:
     """Steps 2-3, or the ``--model`` folder."""
     if opts.model is not None:
         echo(f"\nusing the model folder {opts.model}: training and export skipped")
         return opts.model
-    with steps.step("train", f"Training a small model on {root}"):
-        checkpoint = train_model(root, opts, echo)
+    with steps.step("train", f"Training a small model on {data.root}"):
+        checkpoint = train_model(data, opts, echo)
+    validation = data.root if data.fmt == "market" and not data.carved else None
     with steps.step("export", "Exporting to ONNX (parity-checked against PyTorch)"):
-        return export_model(checkpoint, root, opts, echo)
+        return export_model(checkpoint, validation, opts, echo)
 
 
-def baseline_row(root: Path) -> tuple[str, EvaluationResult]:
+def baseline_row(data: DemoData) -> tuple[str, EvaluationResult]:
     """The camera-centred colour-histogram baseline on the same query/gallery split."""
-    from training.data.histogram_baseline import evaluate_histogram_baseline
+    from training.data.histogram_baseline import evaluate_histogram_split
+    from training.data.types import Sample
 
-    return "colour-histogram baseline (no model)", evaluate_histogram_baseline(root)
+    def samples(images: list[GalleryImage]) -> list[Sample]:
+        return [Sample(str(i.path), i.pid, i.camid) for i in images]
+
+    result = evaluate_histogram_split(samples(data.query), samples(data.gallery))
+    return "colour-histogram baseline (no model)", result
 
 
 def report(
@@ -352,18 +362,21 @@ def run_demo(opts: DemoOptions, echo: Echo) -> DemoResult:
     """Run the main job (module docstring); :class:`DemoError` names what is wrong."""
     if opts.model is not None:
         check_model_folder(opts.model)
+    data = None  # a bad root fails before the port is taken, and is read once
     if opts.dataset is not None:
-        read_splits(opts.dataset)  # a bad root fails before the port is taken
+        data = demo_data(opts.dataset, opts.fmt, opts)
     sock = bind_port(opts.host, opts.port)
     steps = Steps(echo)
     service: ThreadedServer | None = None
     client: ReidClient | None = None
     try:
         with steps.step("dataset", "Dataset"):
-            root = opts.dataset if opts.dataset is not None else synthetic_dataset(opts, echo)
-            queries, gallery_images = read_splits(root)
-            echo(f"{root}: {len(queries)} queries, {len(gallery_images)} gallery images")
-        model_dir = check_model_folder(prepare_model(root, opts, steps, echo))
+            if data is None:
+                data = demo_data(synthetic_dataset(opts, echo), "market", opts)
+            for line in describe(data):
+                echo(line)
+            queries, gallery_images = data.query, data.gallery
+        model_dir = check_model_folder(prepare_model(data, opts, steps, echo))
         data_dir = opts.out / "data"
         with steps.step("serve", "Starting the service"):
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -384,7 +397,7 @@ def run_demo(opts: DemoOptions, echo: Echo) -> DemoResult:
                 echo(f"  failed: {line}")
         with steps.step("query", f"Querying ({len(queries)} queries, plain and re-ranked)"):
             run = run_queries(client, opts.gallery, data_dir, queries, gallery_images, opts.top_k)
-            report(run, baseline_row(root), client, queries, opts, echo)
+            report(run, baseline_row(data), client, queries, opts, echo)
         echo("\n" + steps.summary())
         result = DemoResult(model_dir, service.url, indexed, run, steps.seconds)
         if opts.serve:

@@ -54,8 +54,8 @@ class QueryRun:
 def gallery_labels(
     files: Sequence[str], images: Sequence[GalleryImage]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Identities and cameras of the stored items, looked up by file name."""
-    truth = {img.path.name: img for img in images}
+    """Identities and cameras of the stored items, looked up by member name (``file``)."""
+    truth = {img.member: img for img in images}
     missing = [f for f in files if f not in truth]
     if missing:
         raise DemoError(f"gallery items not in the gallery split: {missing[:3]}")
@@ -91,7 +91,7 @@ def match_rows(matches: list[list[dict[str, Any]]], row_of: dict[str, int]) -> l
     for ms in matches:
         rows = []
         for m in ms:
-            name = Path(str(m["item"]["metadata"].get("file", ""))).name
+            name = str(m["item"]["metadata"].get("file", ""))
             if name not in row_of:
                 raise DemoError(f"search returned an item with unknown file {name!r}")
             rows.append(row_of[name])

@@ -150,6 +150,70 @@ class EvaluationResult:
         """A plain-text table of rank-1/5/10/20, mAP and mINP (percent)."""
         return format_results_table([(label, self)])
 
+    def valid_line(self) -> str:
+        """``valid queries N of M`` (and why the others were skipped), printed with metrics."""
+        return valid_queries_line(self.num_valid, self.num_queries)
+
+
+def valid_queries_line(num_valid: int, num_queries: int) -> str:
+    """``valid queries 30 of 32 (2 without a cross-camera match skipped)``."""
+    skipped = num_queries - num_valid
+    note = f" ({skipped} without a cross-camera match skipped)" if skipped else ""
+    return f"valid queries {num_valid} of {num_queries}{note}"
+
+
+def count_valid_queries(
+    query_ids: np.ndarray,
+    gallery_ids: np.ndarray,
+    query_cams: np.ndarray,
+    gallery_cams: np.ndarray,
+) -> int:
+    """Queries the protocol will score, from the labels alone (before any feature exists).
+
+    A query is valid when the gallery holds an item of its identity (a real one: not junk
+    or distractor) from another camera: exactly the queries :func:`evaluate_rank` averages.
+    """
+    q_ids, g_ids = np.asarray(query_ids), np.asarray(gallery_ids)
+    q_cams, g_cams = np.asarray(query_cams), np.asarray(gallery_cams)
+    real = g_ids > DISTRACTOR_ID
+    pairs = set(zip(g_ids[real].tolist(), g_cams[real].tolist(), strict=True))
+    cams_of: dict[int, set[object]] = {}
+    for pid, cam in pairs:
+        cams_of.setdefault(pid, set()).add(cam)
+    return sum(
+        1
+        for pid, cam in zip(q_ids.tolist(), q_cams.tolist(), strict=True)
+        if cams_of.get(pid, set()) - {cam}
+    )
+
+
+class NoValidQueryError(ValueError):
+    """No query has a match in the gallery: every metric would be undefined."""
+
+
+def require_valid_queries(
+    query_ids: np.ndarray,
+    gallery_ids: np.ndarray,
+    query_cams: np.ndarray,
+    gallery_cams: np.ndarray,
+    where: str = "split",
+) -> int:
+    """:func:`count_valid_queries`, raising :class:`NoValidQueryError` when it is 0.
+
+    Called where a dataset is read, so that a split nobody can score fails before any
+    training or indexing; a few queries without a match are only logged (and skipped).
+    """
+    num_q = int(np.shape(query_ids)[0])
+    valid = count_valid_queries(query_ids, gallery_ids, query_cams, gallery_cams)
+    if valid == 0:
+        raise NoValidQueryError(
+            f"{where}: none of the {num_q} queries has a gallery item of its identity from "
+            "another camera, so no metric can be computed"
+        )
+    if valid < num_q:
+        logger.info("%s: %s", where, valid_queries_line(valid, num_q))
+    return valid
+
 
 def format_results_table(rows: Sequence[tuple[str, EvaluationResult]]) -> str:
     """Several labelled results (e.g. without / with re-ranking) in one plain-text table."""
@@ -169,7 +233,8 @@ def format_results_table(rows: Sequence[tuple[str, EvaluationResult]]) -> str:
         for label, r in rows
     ]
     table = _render_table(headers, body)
-    return f"{table}\n(percent; mAP definition: {', '.join(modes)})"
+    counts = dict.fromkeys(valid_queries_line(r.num_valid, r.num_queries) for _, r in rows)
+    return f"{table}\n(percent; mAP definition: {', '.join(modes)}; {'; '.join(counts)})"
 
 
 def _pct(x: float) -> str:

@@ -15,7 +15,10 @@ key                    shape       meaning
 =====================  ==========  ===============================================
 
 Distances are Euclidean (L2-normalise the features beforehand for cosine ranking). The
-protocol and the two mAP definitions are described in :mod:`reidcore.evaluation`.
+protocol and the two mAP definitions are described in :mod:`reidcore.evaluation`. Queries
+without a gallery item of their identity from another camera are skipped and counted
+(``valid queries N of M`` under the table); a file where no query has one is refused
+before any distance is computed.
 ``--rerank`` applies k-reciprocal re-ranking (Zhong et al., CVPR 2017) over the whole
 query+gallery set, which costs O((Nq+Ng)^2) memory.
 """
@@ -36,10 +39,12 @@ from reidcore.evaluation import (
     MAP_MODES,
     EvaluationResult,
     MapMode,
+    NoValidQueryError,
     camera_pair_matrix,
     evaluate_rank,
     format_results_table,
     pairwise_euclidean,
+    require_valid_queries,
 )
 from reidcore.synthetic_features import FeatureSet
 
@@ -158,6 +163,13 @@ def load_feature_file(path: Path) -> FeatureSet:
     problems = _validate_arrays(arrays)
     if problems:
         raise CommandError(f"{path}: " + "; ".join(problems))
+    a = arrays
+    try:  # before any distance is computed: a split nobody can score fails at once
+        require_valid_queries(
+            a["query_ids"], a["gallery_ids"], a["query_cams"], a["gallery_cams"], where=str(path)
+        )
+    except NoValidQueryError as exc:
+        raise CommandError(str(exc)) from None
     return FeatureSet(
         query_features=np.ascontiguousarray(arrays["query_features"], dtype=np.float32),
         query_ids=arrays["query_ids"].astype(np.int64),

@@ -19,8 +19,16 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.jobs.rules import NamingRules
 
 HELP = "Bulk-index a folder (or tar/zip archive) of camera crops into a gallery."
+
+TIME_SOURCES = ("auto", "exif", "name", "mtime", "none")
+"""``--time`` choices (:data:`service.jobs.rules.TIME_SOURCES`, kept here so that
+``reid --help`` does not import the service)."""
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="threads that each decode a batch and run the model on it (default: one per core)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rules = parser.add_argument_group(
+        "camera and time of names with no convention (no manifest entry, not Market/Duke-style)"
+    )
+    rules.add_argument(
+        "--camera-level",
+        type=int,
+        default=None,
+        metavar="N",
+        help="folder level naming the camera, 1 = the top folder under DIR "
+        "(default: each file's own folder, as in DIR/<camera>/<file>)",
+    )
+    rules.add_argument(
+        "--time",
+        choices=TIME_SOURCES,
+        default=None,
+        help="where the time comes from: auto (manifest or dataset name, else unknown; the "
+        "default), exif (DateTimeOriginal), name (--time-format/--time-regex), mtime, none",
+    )
+    rules.add_argument(
+        "--time-format",
+        default=None,
+        metavar="STRFTIME",
+        help="strftime pattern searched in file names, e.g. %%Y%%m%%d_%%H%%M%%S",
+    )
+    rules.add_argument(
+        "--time-regex",
+        default=None,
+        metavar="REGEX",
+        help="regex whose group 1 (or whole match) holds the time, parsed with --time-format "
+        "or as epoch seconds / ISO 8601",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     from reidcore.cli import CommandError
     from service.errors import ServiceError
+    from service.jobs.rules import NamingRuleError, NamingRules
     from service.settings import Settings
 
     overrides: dict[str, object] = {
@@ -64,12 +104,20 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CommandError(f"invalid settings (give --model and --data or REID_*): {exc}") from None
     try:
-        return _index(Path(args.source), args.gallery, settings, not args.no_progress)
+        rules = NamingRules.create(
+            args.camera_level, args.time, args.time_format, args.time_regex, settings.index_fps
+        )
+    except NamingRuleError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        return _index(Path(args.source), args.gallery, settings, not args.no_progress, rules)
     except ServiceError as exc:
         raise CommandError(str(exc)) from None
 
 
-def _index(source_path: Path, name: str, settings: object, progress: bool) -> int:
+def _index(
+    source_path: Path, name: str, settings: object, progress: bool, rules: NamingRules
+) -> int:
     from tqdm import tqdm
 
     from service.gallery import GalleryManager, check_name, open_backend
@@ -86,7 +134,9 @@ def _index(source_path: Path, name: str, settings: object, progress: bool) -> in
     galleries = GalleryManager(open_backend(config), runtime.manifest.model_id, runtime.dim)
     gallery = galleries.get_or_create(name)
     store = JobStore(Path(settings.data_dir) / "jobs.sqlite3")
-    job_id = store.create(name, str(source_path.resolve()), state=JobState.RUNNING)
+    job_id = store.create(
+        name, str(source_path.resolve()), state=JobState.RUNNING, naming=rules.to_dict()
+    )
     store.start(job_id, len(source.names))
     bar = tqdm(total=len(source.names), unit="img", disable=not progress, file=sys.stderr)
 
@@ -95,7 +145,7 @@ def _index(source_path: Path, name: str, settings: object, progress: bool) -> in
         bar.update(p.added + p.duplicates + len(p.failures))
 
     try:
-        index_source(source, gallery, runtime, settings.index_config(), report)
+        index_source(source, gallery, runtime, settings.index_config(), report, rules=rules)
     except KeyboardInterrupt:
         store.set_state(job_id, JobState.CANCELLED, "interrupted; run the command again")
         raise
@@ -112,8 +162,20 @@ def _index(source_path: Path, name: str, settings: object, progress: bool) -> in
         f"job {job.id}: {job.added} added, {job.duplicates} already present, "
         f"{job.failed} failed, {rate:.1f} images/s; gallery {name!r} has {items} items"
     )
+    print(f"camera/time rules: {describe_rules(rules)}")
     for f in job.failures[:20]:
         print(f"  failed: {f.member}: {f.reason}")
     if job.failed > 20:
         print(f"  ... and {job.failed - 20} more (GET /v1/jobs/{job.id} lists them all)")
     return 0
+
+
+def describe_rules(rules: NamingRules) -> str:
+    """``camera from each file's folder, time auto`` and the like, for the run's summary."""
+    camera = (
+        "each file's own folder"
+        if rules.camera_level is None
+        else f"folder level {rules.camera_level}"
+    )
+    pattern = " ".join(p for p in (rules.time_format, rules.time_regex) if p)
+    return f"camera (names with no convention) from {camera}; time {rules.time} {pattern}".rstrip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -105,11 +106,25 @@ def test_empty_split(tmp_path: Path) -> None:
     assert "bounding_box_train" in str(err.value)
 
 
-def test_unparsable_names_listed(tmp_path: Path) -> None:
+def test_unparsable_names_and_unreadable_images_are_skipped(tmp_path: Path) -> None:
     jpeg(tmp_path / "bounding_box_train" / "0001_c1s1_000001_00.jpg")
     for i in range(7):
         jpeg(tmp_path / "bounding_box_train" / f"img{i}.jpg")
-    with pytest.raises(DatasetError, match=r"7 image names .*'img0.jpg'.*\(and 2 more\)"):
+    (tmp_path / "bounding_box_train" / "0001_c2s1_000002_00.jpg").write_bytes(b"")
+    (tmp_path / "bounding_box_train" / "0001_c3s1_000003_00.jpg").write_bytes(b"garbage")
+    ds = read_market(tmp_path)
+    assert triples(ds.train) == [("0001_c1s1_000001_00.jpg", 1, 1)]
+    reasons = {Path(p).name: why for p, why in ds.skipped}
+    assert len(reasons) == 9
+    assert reasons["img0.jpg"].startswith("name does not match")
+    assert reasons["0001_c2s1_000002_00.jpg"] == "empty file (0 bytes)"
+    assert reasons["0001_c3s1_000003_00.jpg"].startswith("not a readable image")
+
+
+def test_only_unusable_images_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "bounding_box_train").mkdir()
+    (tmp_path / "bounding_box_train" / "0001_c1s1_000001_00.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match="no usable image"):
         read_market(tmp_path)
 
 
@@ -117,17 +132,26 @@ def test_query_without_cross_camera_match(tmp_path: Path) -> None:
     jpeg(tmp_path / "query" / "0004_c1s1_000001_00.jpg")
     jpeg(tmp_path / "bounding_box_test" / "0004_c1s1_000002_00.jpg")  # same camera only
     jpeg(tmp_path / "bounding_box_test" / "0005_c2s1_000002_00.jpg")
-    with pytest.raises(DatasetError, match="1 of 1 queries have no cross-camera match"):
+    with pytest.raises(DatasetError, match="none of the 1 queries has a gallery item"):
         read_market(tmp_path)
     ds = read_market(tmp_path, check_matches=False)
     assert len(ds.query) == 1 and len(ds.gallery) == 2
+    jpeg(tmp_path / "query" / "0005_c1s1_000003_00.jpg")  # one valid query: read, counted
+    assert len(read_market(tmp_path).query) == 2
 
 
 def test_check_cross_camera_matches_direct() -> None:
-    gallery = [Sample("g1", 1, 1), Sample("g2", 1, 2), Sample("g3", 2, 1)]
-    check_cross_camera_matches([Sample("q1", 1, 1), Sample("q2", 1, 3)], gallery)
-    with pytest.raises(DatasetError, match="'q3'"):
-        check_cross_camera_matches([Sample("q1", 1, 1), Sample("q3", 2, 1)], gallery)
+    """Hand count: g has id 1 on cameras 1, 2; id 2 on camera 1; a distractor on camera 2.
+
+    q1 (id 1, cam 1): g2 is another camera -> valid; q2 (id 1, cam 3): valid; q3 (id 2,
+    cam 1): only its own camera -> skipped; q4 (id 0, cam 1): distractors never match.
+    """
+    gallery = [Sample("g1", 1, 1), Sample("g2", 1, 2), Sample("g3", 2, 1), Sample("g4", 0, 2)]
+    q1, q2, q3, q4 = Sample("q1", 1, 1), Sample("q2", 1, 3), Sample("q3", 2, 1), Sample("q4", 0, 1)
+    assert check_cross_camera_matches([q1, q2], gallery) == 2
+    assert check_cross_camera_matches([q1, q3, q2, q4], gallery) == 2
+    with pytest.raises(DatasetError, match="none of the 2 queries"):
+        check_cross_camera_matches([q3, q4], gallery)
 
 
 def msmt_tree(root: Path) -> Path:
@@ -143,8 +167,10 @@ def msmt_tree(root: Path) -> Path:
     for fname, lines in lists.items():
         (root / fname).parent.mkdir(parents=True, exist_ok=True)
         (root / fname).write_text("\n".join(lines) + "\n")
-    (root / "train").mkdir()
-    (root / "test").mkdir()
+        folder = root / ("train" if fname in ("list_train.txt", "list_val.txt") else "test")
+        folder.mkdir(exist_ok=True)
+        for line in filter(None, lines):
+            jpeg(folder / line.split()[0])
     return root
 
 
@@ -162,9 +188,14 @@ def test_read_msmt17(tmp_path: Path) -> None:
 
 def test_msmt17_errors(tmp_path: Path) -> None:
     root = msmt_tree(tmp_path)
-    (root / "list_query.txt").write_text("0000/0000_000_02_x.jpg 0\nbroken_line\n")
-    with pytest.raises(DatasetError, match=r"list_query.txt:2: cannot parse 'broken_line'"):
-        read_msmt17(root)
+    query = (root / "list_query.txt").read_text()
+    (root / "list_query.txt").write_text(query + "broken_line\n0000/0000_000_04_x.jpg 0\n")
+    ds = read_msmt17(root)  # the broken line and the missing image are skipped, not fatal
+    assert len(ds.query) == 1
+    assert [(Path(p).name, why.split(";")[0]) for p, why in ds.skipped] == [
+        ("list_query.txt:2", "cannot parse 'broken_line'"),
+        ("0000_000_04_x.jpg", "unreadable (No such file or directory)"),
+    ]
     (root / "list_val.txt").unlink()
     with pytest.raises(DatasetError, match="missing list files list_val.txt"):
         read_msmt17(root)
@@ -172,7 +203,7 @@ def test_msmt17_errors(tmp_path: Path) -> None:
 
 def test_msmt17_missing_image_folder(tmp_path: Path) -> None:
     root = msmt_tree(tmp_path)
-    (root / "test").rmdir()
+    shutil.rmtree(root / "test")
     with pytest.raises(DatasetError, match="test, mask_test_v2"):
         read_msmt17(root)
 
@@ -181,8 +212,10 @@ def test_assign_ids() -> None:
     assert assign_ids(["0007", "12", "0007"]) == {"0007": 7, "12": 12}
     # names that are not all positive integers are numbered from 1 in sorted order
     assert assign_ids(["bob", "alice"]) == {"alice": 1, "bob": 2}
-    assert assign_ids(["0", "3"]) == {"0": 1, "3": 2}
     assert assign_ids(["7", "007"]) == {"007": 1, "7": 2}
+    # -1 and 0 / 0000 are junk and distractor, as Market-1501 names them
+    assert assign_ids(["0000", "3", "-1"]) == {"-1": -1, "0000": 0, "3": 3}
+    assert assign_ids(["0", "bob"]) == {"0": 0, "bob": 1}
 
 
 def test_read_camera_folders(tmp_path: Path) -> None:
@@ -204,8 +237,20 @@ def test_camera_folders_errors(tmp_path: Path) -> None:
         read_camera_folders(tmp_path)
     jpeg(tmp_path / "cam1" / "p1" / "ok.jpg")
     jpeg(tmp_path / "cam1" / "stray.jpg")
-    with pytest.raises(DatasetError, match="stray.jpg"):
-        read_camera_folders(tmp_path)
+    jpeg(tmp_path / "cam2" / "0000" / "distractor.jpg")
+    jpeg(tmp_path / "cam2" / "-1" / "junk.jpg")
+    (tmp_path / "cam2" / "p1").mkdir()
+    (tmp_path / "cam2" / "p1" / "empty.jpg").write_bytes(b"")
+    crops = read_camera_folders(tmp_path)
+    assert [Path(s.path).name for s in crops.samples] == ["ok.jpg"]
+    assert sorted((Path(s.path).name, s.pid) for s in crops.unlabelled) == [
+        ("distractor.jpg", 0),
+        ("junk.jpg", -1),
+    ]
+    assert sorted((Path(p).name, why.split(" ")[0]) for p, why in crops.skipped) == [
+        ("empty.jpg", "empty"),
+        ("stray.jpg", "not"),
+    ]
 
 
 def test_read_crops_csv(tmp_path: Path) -> None:
@@ -230,17 +275,19 @@ def test_crops_csv_errors(tmp_path: Path) -> None:
     csv_path.write_text("file,identity,camera\na.jpg,1,1\n")
     with pytest.raises(DatasetError, match=r"c.csv: header .* lacks columns \['path'\]"):
         read_crops_csv(csv_path)
-    csv_path.write_text("path,identity,camera\na.jpg,1,1\nmissing.jpg,2,1\n")
-    with pytest.raises(DatasetError, match="1 listed files do not exist: .*missing.jpg"):
-        read_crops_csv(csv_path)
-    csv_path.write_text("path,identity,camera,timestamp\na.jpg,1,1,yesterday\n")
-    with pytest.raises(DatasetError, match=r"c.csv:2: timestamp 'yesterday'"):
-        read_crops_csv(csv_path)
-    csv_path.write_text("path,identity,camera\na.jpg,,1\n")
-    with pytest.raises(DatasetError, match=r"c.csv:2: empty"):
-        read_crops_csv(csv_path)
+    csv_path.write_text(
+        "path,identity,camera,timestamp\na.jpg,1,1,5\nmissing.jpg,2,1,\n"
+        "a.jpg,1,2,yesterday\na.jpg,,1,\n"
+    )
+    crops = read_crops_csv(csv_path)  # bad rows are skipped and listed, never fatal
+    assert [(s.pid, s.camid) for s in crops.samples] == [(1, 1)] and crops.timestamps == [5.0]
+    assert [(p, why.split(" ")[0]) for p, why in crops.skipped] == [
+        (f"{csv_path}:3", "listed"),
+        (f"{csv_path}:4", "timestamp"),
+        (f"{csv_path}:5", "empty"),
+    ]
     csv_path.write_text("path,identity,camera\n")
-    with pytest.raises(DatasetError, match="lists no images"):
+    with pytest.raises(DatasetError, match="lists no usable image"):
         read_crops_csv(csv_path)
 
 

@@ -16,7 +16,11 @@ Supported layouts:
   (:func:`read_camera_folders`; camera first because crops are exported per camera) or as a
   CSV with columns ``path,identity,camera[,timestamp]`` (:func:`read_crops_csv`).
 
-Every failure raises :class:`DatasetError` naming the file or folder at fault.
+Messy data is skipped, never fatal: names that match no convention, unreadable or empty
+images, CSV rows that cannot be used. Every skipped file is kept with its reason
+(``ReidDataset.skipped``, ``LabelledCrops.skipped``) and logged, one line per reason. Only a
+dataset with nothing usable left (or the wrong layout altogether) raises
+:class:`DatasetError`, naming the file or folder at fault.
 """
 
 from __future__ import annotations
@@ -27,13 +31,17 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from reidcore.evaluation import NoValidQueryError, require_valid_queries
 from reidcore.preprocess import ImageDecodeError, decode_image
 from reidcore.timestamps import epoch_seconds
 from training.data.errors import DatasetError, first_few
-from training.data.types import DISTRACTOR_ID, JUNK_ID, ReidDataset, Sample
+from training.data.types import DISTRACTOR_ID, JUNK_ID, ReidDataset, Sample, Skipped
 
 logger = logging.getLogger(__name__)
 
@@ -75,34 +83,86 @@ def _list_images(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_file() and is_image_file(e.name))
 
 
-def read_market_folder(folder: Path | str) -> list[Sample]:
-    """All images of one Market-1501-style split folder, junk and distractors included."""
+def image_problem(path: str) -> str | None:
+    """Why the image at ``path`` cannot be used (empty, unreadable, not an image), or None.
+
+    Reads the header only (cheap enough for every file of a dataset); a file that passes
+    is decoded later by :func:`reidcore.preprocess.decode_image`, which takes grayscale,
+    CMYK, 16-bit and alpha crops to RGB.
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with Image.open(path) as img:
+            img.size  # noqa: B018 - the header must parse
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return f"not a readable image ({type(exc).__name__})"
+    return None
+
+
+def keep_readable(samples: list[Sample], skipped: Skipped) -> list[Sample]:
+    """The samples whose image passes :func:`image_problem`; the others go to ``skipped``."""
+    kept = []
+    for s in samples:
+        why = image_problem(s.path)
+        if why is None:
+            kept.append(s)
+        else:
+            skipped.append((s.path, why))
+    return kept
+
+
+def report_skipped(skipped: Skipped, where: object) -> None:
+    """One warning per reason: how many files were skipped and the first of them."""
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for path, reason in skipped:
+        by_reason[reason].append(path)
+    for reason, paths in by_reason.items():
+        logger.warning(
+            "%s: skipped %d files (%s): %s", where, len(paths), reason, first_few(paths, 3)
+        )
+
+
+def read_market_folder(folder: Path | str, skipped: Skipped | None = None) -> list[Sample]:
+    """All readable images of one Market-1501-style split folder, junk and distractors included.
+
+    Names that do not match ``PPPP_cC...`` and unreadable images are appended to
+    ``skipped`` as ``(path, reason)``; only a folder with no usable image is an error.
+    """
     folder = Path(folder)
+    skipped = [] if skipped is None else skipped
     names = _list_images(folder)
     if not names:
         raise DatasetError(
             f"split folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})"
         )
     samples: list[Sample] = []
-    bad: list[str] = []
     for name in names:
         parsed = parse_market_name(name)
         if parsed is None:
-            bad.append(name)
+            skipped.append((str(folder / name), "name does not match PPPP_cC... (Market-1501)"))
         else:
             samples.append(Sample(str(folder / name), parsed[0], parsed[1]))
-    if bad:
-        raise DatasetError(
-            f"{len(bad)} image names in {folder} do not match PPPP_cC...: {first_few(bad)}"
-        )
+    samples = keep_readable(samples, skipped)
+    if not samples:
+        raise DatasetError(f"split folder {folder} holds no usable image: {first_few(names)}")
     return samples
 
 
-def _drop_unlabelled(samples: list[Sample], where: Path) -> list[Sample]:
+def _drop_unlabelled(samples: list[Sample], where: Path, skipped: Skipped) -> list[Sample]:
     """Remove junk and distractor images (they have no identity to learn or to query)."""
-    kept = [s for s in samples if s.pid not in (JUNK_ID, DISTRACTOR_ID)]
-    if len(kept) < len(samples):
-        logger.info("%s: dropped %d junk/distractor images", where, len(samples) - len(kept))
+    kept = []
+    for s in samples:
+        if s.pid == JUNK_ID:
+            skipped.append((s.path, "identity -1: junk (Market-1501), ignored"))
+        elif s.pid == DISTRACTOR_ID:
+            skipped.append((s.path, "identity 0000: distractor (Market-1501), gallery only"))
+        else:
+            kept.append(s)
     if not kept:
         raise DatasetError(f"split folder {where} holds only junk/distractor images")
     return kept
@@ -115,7 +175,9 @@ def read_market(
 
     ``train`` and ``query`` lose junk (-1) and distractor (0) images; ``gallery`` keeps them,
     as the evaluation protocol wants. ``query`` and ``gallery`` must come together; with
-    ``check_matches`` every query must have a same-identity gallery image from another camera.
+    ``check_matches`` at least one query must have a same-identity gallery image from
+    another camera (:func:`check_cross_camera_matches`). Files that cannot be used are
+    listed in ``ReidDataset.skipped`` with the reason.
     """
     root = Path(root)
     if not root.is_dir():
@@ -134,37 +196,43 @@ def read_market(
     ds = ReidDataset(name=name or root.name, root=str(root))
     if present["train"]:
         where = root / MARKET_SPLITS["train"]
-        ds.train = _drop_unlabelled(read_market_folder(where), where)
+        ds.train = _drop_unlabelled(read_market_folder(where, ds.skipped), where, ds.skipped)
     if present["query"]:
         where = root / MARKET_SPLITS["query"]
-        ds.query = _drop_unlabelled(read_market_folder(where), where)
-        ds.gallery = read_market_folder(root / MARKET_SPLITS["gallery"])
+        ds.query = _drop_unlabelled(read_market_folder(where, ds.skipped), where, ds.skipped)
+        ds.gallery = read_market_folder(root / MARKET_SPLITS["gallery"], ds.skipped)
         if check_matches:
             check_cross_camera_matches(ds.query, ds.gallery, where=str(root))
+    report_skipped(ds.skipped, root)
     logger.info(
-        "%s: %d train, %d query, %d gallery images",
+        "%s: %d train, %d query, %d gallery images; %d files skipped",
         root,
         len(ds.train),
         len(ds.query),
         len(ds.gallery),
+        len(ds.skipped),
     )
     return ds
 
 
 def check_cross_camera_matches(
     query: Sequence[Sample], gallery: Sequence[Sample], where: str = "split"
-) -> None:
-    """Raise :class:`DatasetError` unless every query has a gallery image of the same
-    identity taken by another camera (the only matches the Market-1501 protocol counts)."""
-    cams: dict[int, set[int]] = defaultdict(set)
-    for s in gallery:
-        cams[s.pid].add(s.camid)
-    lonely = [q.path for q in query if not (cams.get(q.pid, set()) - {q.camid})]
-    if lonely:
-        raise DatasetError(
-            f"{where}: {len(lonely)} of {len(query)} queries have no cross-camera match "
-            f"in the gallery: {first_few(lonely)}"
+) -> int:
+    """The number of queries with a gallery image of the same identity from another camera
+    (the only ones the Market-1501 protocol scores; the others are skipped and counted).
+
+    Raises :class:`DatasetError` only when there is none: then no metric exists.
+    """
+    try:
+        return require_valid_queries(
+            np.array([q.pid for q in query], dtype=np.int64),
+            np.array([g.pid for g in gallery], dtype=np.int64),
+            np.array([q.camid for q in query], dtype=np.int64),
+            np.array([g.camid for g in gallery], dtype=np.int64),
+            where=where,
         )
+    except NoValidQueryError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _msmt_image_dir(root: Path, kind: str) -> Path:
@@ -194,15 +262,26 @@ def parse_msmt_line(line: str, image_dir: Path, where: str) -> Sample:
     return Sample(str(image_dir / rel), pid, camid)
 
 
-def read_msmt_list(list_file: Path, image_dir: Path) -> list[Sample]:
-    """Samples of one MSMT17 list file; paths are resolved against ``image_dir``."""
-    samples = [
-        parse_msmt_line(line, image_dir, f"{list_file}:{i}")
-        for i, line in enumerate(list_file.read_text().splitlines(), start=1)
-        if line.strip()
-    ]
+def read_msmt_list(
+    list_file: Path, image_dir: Path, skipped: Skipped | None = None
+) -> list[Sample]:
+    """Samples of one MSMT17 list file; paths are resolved against ``image_dir``.
+
+    Lines that do not parse and unreadable images go to ``skipped``; a list with no usable
+    line is an error.
+    """
+    skipped = [] if skipped is None else skipped
+    samples = []
+    for i, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            samples.append(parse_msmt_line(line, image_dir, f"{list_file}:{i}"))
+        except DatasetError as exc:
+            skipped.append((f"{list_file}:{i}", str(exc).split(": ", 1)[-1]))
+    samples = keep_readable(samples, skipped)
     if not samples:
-        raise DatasetError(f"list file {list_file} is empty")
+        raise DatasetError(f"list file {list_file} lists no usable image")
     return samples
 
 
@@ -221,11 +300,13 @@ def read_msmt17(root: Path | str, include_val: bool = True, name: str = "msmt17"
         )
     train_dir, test_dir = _msmt_image_dir(root, "train"), _msmt_image_dir(root, "test")
     ds = ReidDataset(name=name, root=str(root))
-    ds.train = read_msmt_list(root / MSMT_LISTS["train"], train_dir)
+    ds.train = read_msmt_list(root / MSMT_LISTS["train"], train_dir, ds.skipped)
     if include_val:
-        ds.train += read_msmt_list(root / MSMT_LISTS["val"], train_dir)
-    ds.query = read_msmt_list(root / MSMT_LISTS["query"], test_dir)
-    ds.gallery = read_msmt_list(root / MSMT_LISTS["gallery"], test_dir)
+        ds.train += read_msmt_list(root / MSMT_LISTS["val"], train_dir, ds.skipped)
+    ds.query = read_msmt_list(root / MSMT_LISTS["query"], test_dir, ds.skipped)
+    ds.gallery = read_msmt_list(root / MSMT_LISTS["gallery"], test_dir, ds.skipped)
+    check_cross_camera_matches(ds.query, ds.gallery, where=str(root))
+    report_skipped(ds.skipped, root)
     return ds
 
 
@@ -234,53 +315,100 @@ class LabelledCrops:
     """A customer's crops with the names their identities and cameras had on disk."""
 
     samples: list[Sample]
-    """One per image, with integer identity and camera (see ``identity_ids``/``camera_ids``)."""
+    """One per usable image of a real identity (see ``identity_ids``/``camera_ids``)."""
     identity_ids: dict[str, int]
     """Identity name (folder or CSV value) -> ``Sample.pid``."""
     camera_ids: dict[str, int]
     """Camera name (folder or CSV value) -> ``Sample.camid``."""
     timestamps: list[float | None] | None = None
     """Per sample, seconds since the epoch (CSV ``timestamp`` column); None without the column."""
+    unlabelled: list[Sample] = field(default_factory=list)
+    """Junk (-1) and distractor (0) images: never trained on or queried, gallery negatives."""
+    skipped: Skipped = field(default_factory=list)
+    """``(path, reason)`` of every file left out."""
 
 
 def assign_ids(names: Iterable[str]) -> dict[str, int]:
     """Integer ids for names: the names themselves when all are distinct positive integers
     (``'0007'`` -> 7), otherwise 1, 2, ... in sorted name order. Ids start at 1 so that a
-    customer identity never takes the distractor (0) or junk (-1) label."""
+    customer identity never takes the distractor (0) or junk (-1) label; the names ``-1``
+    and ``0``/``0000`` themselves mean junk and distractor, as in Market-1501."""
     uniq = sorted(set(names))
-    if all(n.isdigit() for n in uniq):
-        ints = [int(n) for n in uniq]
-        if len(set(ints)) == len(ints) and min(ints, default=1) >= 1:
-            return dict(zip(uniq, ints, strict=True))
-    return {n: i for i, n in enumerate(uniq, start=1)}
+    special: dict[str, int] = {}
+    for n in uniq:
+        sid = _special_id(n)
+        if sid is not None:
+            special[n] = sid
+    rest = [n for n in uniq if n not in special]
+    if all(n.isdigit() for n in rest):
+        ints = [int(n) for n in rest]
+        if len(set(ints)) == len(ints):
+            return {**special, **dict(zip(rest, ints, strict=True))}
+    return {**special, **{n: i for i, n in enumerate(rest, start=1)}}
+
+
+def _special_id(name: str) -> int | None:
+    """``-1`` -> junk, ``0``/``0000`` -> distractor, anything else None."""
+    if name.strip() == "-1":
+        return JUNK_ID
+    if name.isdigit() and int(name) == 0:
+        return DISTRACTOR_ID
+    return None
 
 
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir())
 
 
+def _labelled(
+    found: list[tuple[str, str, str]],
+    skipped: Skipped,
+    stamps: list[float | None] | None,
+    where: Path,
+) -> LabelledCrops:
+    """``(camera, identity, path)`` triples -> :class:`LabelledCrops` (unreadable ones skipped)."""
+    cams = assign_ids(c for c, _, _ in found)
+    ids = assign_ids(i for _, i, _ in found)
+    samples, unlabelled, kept_stamps = [], [], []
+    for n, (c, i, p) in enumerate(found):
+        why = image_problem(p)
+        if why is not None:
+            skipped.append((p, why))
+            continue
+        s = Sample(p, ids[i], cams[c])
+        if s.pid in (JUNK_ID, DISTRACTOR_ID):
+            unlabelled.append(s)
+        else:
+            samples.append(s)
+            kept_stamps.append(stamps[n] if stamps is not None else None)
+    report_skipped(skipped, where)
+    if not samples:
+        raise DatasetError(f"{where}: no usable image of a real identity ({len(skipped)} skipped)")
+    return LabelledCrops(
+        samples, ids, cams, kept_stamps if stamps is not None else None, unlabelled, skipped
+    )
+
+
 def read_camera_folders(root: Path | str) -> LabelledCrops:
-    """Crops laid out as ``ROOT/<camera>/<identity>/*.jpg`` (see :func:`assign_ids` for the ids)."""
+    """Crops laid out as ``ROOT/<camera>/<identity>/*.jpg`` (see :func:`assign_ids` for the ids).
+
+    Images elsewhere (directly in ``ROOT`` or ``ROOT/<camera>``) and unreadable ones are
+    skipped and listed with the reason.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"crop root {root} is not a folder")
     found: list[tuple[str, str, str]] = []  # (camera, identity, path)
-    stray: list[str] = []
+    skipped: Skipped = []
+    stray = "not in ROOT/<camera>/<identity>/ (no identity folder)"
     for cam_dir in _subfolders(root):
-        stray += [str(cam_dir / n) for n in _list_images(cam_dir)]
+        skipped += [(str(cam_dir / n), stray) for n in _list_images(cam_dir)]
         for id_dir in _subfolders(cam_dir):
             found += [(cam_dir.name, id_dir.name, str(id_dir / n)) for n in _list_images(id_dir)]
-    stray += [str(root / n) for n in _list_images(root)]
-    if stray:
-        raise DatasetError(
-            f"{len(stray)} images under {root} are not in ROOT/<camera>/<identity>/: {first_few(stray)}"
-        )
+    skipped += [(str(root / n), stray) for n in _list_images(root)]
     if not found:
         raise DatasetError(f"no images found under {root} as ROOT/<camera>/<identity>/*.jpg")
-    cams = assign_ids(c for c, _, _ in found)
-    ids = assign_ids(i for _, i, _ in found)
-    samples = [Sample(p, ids[i], cams[c]) for c, i, p in found]
-    return LabelledCrops(samples, ids, cams)
+    return _labelled(found, skipped, None, root)
 
 
 def parse_timestamp(value: str, where: str) -> float | None:
@@ -304,11 +432,13 @@ CSV_COLUMNS = ("path", "identity", "camera")
 def read_crops_csv(csv_path: Path | str) -> LabelledCrops:
     """Crops listed in a CSV with a header ``path,identity,camera[,timestamp]``.
 
-    Relative paths are resolved against the CSV's folder; every listed file must exist.
+    Relative paths are resolved against the CSV's folder. Rows with an empty field or a bad
+    timestamp, files that do not exist and unreadable images are skipped and listed.
     """
     csv_path = Path(csv_path)
-    rows: list[tuple[str, str, str]] = []
+    found: list[tuple[str, str, str]] = []
     stamps: list[float | None] = []
+    skipped: Skipped = []
     with csv_path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
@@ -321,25 +451,26 @@ def read_crops_csv(csv_path: Path | str) -> LabelledCrops:
         has_time = "timestamp" in header
         for line_no, row in enumerate(reader, start=2):
             where = f"{csv_path}:{line_no}"
-            values = [(row.get(c) or "").strip() for c in CSV_COLUMNS]
-            if not all(values):
-                raise DatasetError(f"{where}: empty path, identity or camera in {row}")
-            rows.append((values[0], values[1], values[2]))
-            if has_time:
+            try:
+                found.append(_csv_row(row, csv_path.parent, where))
                 stamps.append(parse_timestamp(row.get("timestamp") or "", where))
-    if not rows:
-        raise DatasetError(f"{csv_path} lists no images")
-    base = csv_path.parent
-    paths = [str(p if Path(p).is_absolute() else base / p) for p, _, _ in rows]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise DatasetError(
-            f"{csv_path}: {len(missing)} listed files do not exist: {first_few(missing)}"
-        )
-    ids = assign_ids(i for _, i, _ in rows)
-    cams = assign_ids(c for _, _, c in rows)
-    samples = [Sample(p, ids[i], cams[c]) for p, (_, i, c) in zip(paths, rows, strict=True)]
-    return LabelledCrops(samples, ids, cams, stamps if has_time else None)
+            except DatasetError as exc:
+                del found[len(stamps) :]
+                skipped.append((where, str(exc).split(": ", 1)[-1]))
+    if not found:
+        raise DatasetError(f"{csv_path} lists no usable image ({len(skipped)} rows skipped)")
+    return _labelled(found, skipped, stamps if has_time else None, csv_path)
+
+
+def _csv_row(row: dict[str, str | None], base: Path, where: str) -> tuple[str, str, str]:
+    """``(camera, identity, path)`` of one CSV row; DatasetError for a row that cannot be used."""
+    path, identity, camera = ((row.get(c) or "").strip() for c in CSV_COLUMNS)
+    if not (path and identity and camera):
+        raise DatasetError(f"{where}: empty path, identity or camera")
+    full = str(path if Path(path).is_absolute() else base / path)
+    if not os.path.isfile(full):
+        raise DatasetError(f"{where}: listed file does not exist")
+    return camera, identity, full
 
 
 def verify_images(

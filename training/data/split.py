@@ -80,6 +80,29 @@ def _query_gallery_for(
     return query, gallery
 
 
+def carve_queries(samples: Sequence[Sample], seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """``(query, gallery)`` of a dataset that has no query split, over all its identities.
+
+    As the validation split does (:func:`split_validation`): per identity and camera with at
+    least 2 images one random image becomes a query, the rest the gallery; junk and
+    distractor images stay in the gallery. Queries whose identity no other camera saw are
+    kept: the evaluation skips and counts them.
+    """
+    rng = np.random.default_rng(seed)
+    query: list[Sample] = []
+    gallery: list[Sample] = []
+    for pid, cams in sorted(_by_identity_camera(samples).items()):
+        if pid in (JUNK_ID, DISTRACTOR_ID):
+            gallery += [s for imgs in cams.values() for s in imgs]
+            continue
+        q, g = _query_gallery_for(cams, rng)
+        query += q
+        gallery += g
+    if not query:
+        raise DatasetError("cannot carve a query split: no identity has 2 images from one camera")
+    return query, gallery
+
+
 def split_validation(
     samples: Sequence[Sample], num_ids: int = 100, seed: int = 0
 ) -> tuple[list[Sample], list[Sample], list[Sample]]:

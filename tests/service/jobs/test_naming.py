@@ -71,11 +71,10 @@ def test_json_manifest_list_and_object() -> None:
 @pytest.mark.parametrize(
     ("name", "text", "match"),
     [
-        ("manifest.csv", "file,camera\na,b\n", "lacks column"),
+        ("manifest.csv", "file,time\na,b\n", "lacks column"),
         ("manifest.csv", "file,camera,timestamp\na,,1\n", "line 2: missing camera"),
         ("manifest.json", "{not json", "invalid JSON"),
         ("manifest.json", '[{"camera": "c"}]', "entry 0"),
-        ("manifest.json", '{"a.jpg": {"camera": "c"}}', "missing timestamp"),
     ],
 )
 def test_bad_manifests_name_the_entry(name: str, text: str, match: str) -> None:
