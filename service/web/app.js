@@ -107,6 +107,7 @@ async function loadGalleries(select) {
 // ---------------------------------------------------------------- rendering
 
 function formatTime(iso) {
+  if (iso === null || iso === undefined) return "time unknown";
   const t = new Date(iso);
   return Number.isNaN(t.getTime()) ? String(iso) : t.toISOString().replace("T", " ").slice(0, 19) + "Z";
 }
