@@ -94,15 +94,23 @@ def evaluate_histogram_baseline(
     ds = read_market(root)
     if not ds.query:
         raise ValueError(f"{root} has no query/ split to evaluate")
-    q = histogram_features(ds.query, cfg)
-    g = histogram_features(ds.gallery, cfg)
-    q_cams, g_cams = _column(ds.query, "camid"), _column(ds.gallery, "camid")
+    return evaluate_histogram_split(ds.query, ds.gallery, cfg)
+
+
+def evaluate_histogram_split(
+    query: Sequence[Sample], gallery: Sequence[Sample], cfg: HistogramConfig | None = None
+) -> EvaluationResult:
+    """CMC and mAP of the histogram baseline on a given query/gallery split."""
+    cfg = cfg or HistogramConfig()
+    q = histogram_features(query, cfg)
+    g = histogram_features(gallery, cfg)
+    q_cams, g_cams = _column(query, "camid"), _column(gallery, "camid")
     if cfg.camera_centred:
         q, g = camera_centre(q, q_cams, g, g_cams)
     return evaluate_rank(
         pairwise_euclidean(q, g),
-        _column(ds.query, "pid"),
-        _column(ds.gallery, "pid"),
+        _column(query, "pid"),
+        _column(gallery, "pid"),
         q_cams,
         g_cams,
     )

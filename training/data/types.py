@@ -10,6 +10,10 @@ DISTRACTOR_ID = 0
 """Identity label of distractors in Market-1501-style galleries (kept as negatives)."""
 
 
+Skipped = list[tuple[str, str]]
+"""Files a reader left out, as ``(path, reason)``."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One image: its path, its identity as named on disk, and its camera."""
@@ -28,3 +32,5 @@ class ReidDataset:
     train: list[Sample] = field(default_factory=list)
     query: list[Sample] = field(default_factory=list)
     gallery: list[Sample] = field(default_factory=list)
+    skipped: Skipped = field(default_factory=list)
+    """``(path, reason)`` of every file the reader left out (bad name, unreadable...)."""
