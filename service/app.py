@@ -8,14 +8,12 @@ image decoding never block the event loop.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reidcore import __version__
 from service.api import (
@@ -26,7 +24,9 @@ from service.api import (
     metrics_routes,
     model_routes,
 )
-from service.api.errors import error_response, install_error_handlers, overloaded_response
+from service.api.errors import install_error_handlers, overloaded_response
+from service.api.schemas import with_limits
+from service.asgi import AuthGate, BodyGuard, BodyLimits
 from service.batching import InferenceEngine, MicroBatcher
 from service.cpu import limit_numpy_blas
 from service.gallery import GalleryManager, open_backend
@@ -37,55 +37,6 @@ from service.settings import Settings
 from service.web import routes as web_routes
 
 logger = logging.getLogger(__name__)
-
-
-ARCHIVE_PATH = re.compile(r"^/v1/galleries/[^/]+/jobs/?$")
-"""Archive uploads of bulk-indexing jobs: allowed ``max_archive_bytes`` instead."""
-
-
-class BodySizeLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed.
-
-    Paths matching ``large_path`` (archive uploads) may send up to ``large_limit``.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limit: int,
-        large_limit: int = 0,
-        large_path: re.Pattern[str] = ARCHIVE_PATH,
-    ) -> None:
-        self.app = app
-        self.limit = limit
-        self.large_limit = max(large_limit, limit)
-        self.large_path = large_path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.large_limit if self.large_path.match(scope.get("path", "")) else self.limit
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = error_response(413, "payload_too_large", _message(int(declared), limit))
-            await response(scope, receive, send)
-            return
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise StarletteHTTPException(413, _message(received, limit))
-            return message
-
-        await self.app(scope, counting_receive, send)
-
-
-def _message(size: int, limit: int) -> str:
-    return f"request body of {size} bytes or more is over the limit of {limit} bytes"
 
 
 @asynccontextmanager
@@ -170,6 +121,14 @@ def state_metrics(app: FastAPI) -> Iterator[GaugeMetricFamily]:
     yield progress
 
 
+def openapi_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's OpenAPI document (built once) with the limits of ``settings`` in it."""
+    if app.openapi_schema is None:
+        doc = FastAPI.openapi(app)
+        app.openapi_schema = with_limits(doc, settings.max_k, settings.max_images_per_request)
+    return app.openapi_schema
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The service over ``settings.model_dir`` and ``settings.data_dir``."""
     app = FastAPI(
@@ -186,9 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.faiss_gpus = 0
     metrics.add_state(lambda: state_metrics(app))
     install_error_handlers(app)
-    app.add_middleware(
-        BodySizeLimit, limit=settings.max_request_bytes, large_limit=settings.max_archive_bytes
-    )
+    # Outermost last: metrics, then keys (from the headers), then the body, then admission.
     app.add_middleware(
         AdmissionControl,
         limit=settings.max_inflight_requests,
@@ -208,6 +165,10 @@ def create_app(settings: Settings) -> FastAPI:
         docs_routes.router,  # /docs, /redoc and their assets, no CDN
     ]
     routes = [route for router in routers for route in router.routes]  # full paths
+    app.state.routes = routes  # FastAPI keeps included routers nested in app.routes
+    app.openapi = lambda: openapi_document(app, settings)  # type: ignore[method-assign]
+    app.add_middleware(BodyGuard, limits=BodyLimits.from_settings(settings))
+    app.add_middleware(AuthGate, settings=settings, routes=lambda: routes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=lambda: routes)
     for router in routers:
         app.include_router(router)

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     """Concurrent /v1 requests past which new ones are refused at once with 429 and Retry-After."""
     retry_after_s: int = Field(default=1, ge=0)
     """Retry-After (seconds) sent with 429 answers."""
+    body_read_timeout_s: float = Field(default=20.0, gt=0.0, le=3600.0)
+    """Longest wait for the next part of a request body, and the grace before the minimum rate
+    counts (408 and the connection closed past it): stalled clients are dropped."""
+    body_min_rate: float = Field(default=8192.0, gt=0.0)
+    """Bytes per second a request body must average after that grace (408 below it)."""
+    max_receiving_requests: int = Field(default=128, ge=1)
+    """Request bodies being received at once, counted apart for keyed and keyless requests,
+    past which new ones get 429; requests count as in flight only once their body is in."""
     auth_mode: Literal["none", "write", "all"] = "none"
     """API keys: none (open), write (keys for endpoints that change galleries or jobs) or all (keys
     for every /v1 endpoint). /healthz and /readyz are always open."""
@@ -62,6 +70,10 @@ class Settings(BaseSettings):
     """Largest file inside an archive; bigger ones are reported as failed, never read whole."""
     archive_max_total_bytes: int = Field(default=8 * 2**30, ge=1)
     """Largest total (uncompressed) size of an archive's files: zip-bomb guard."""
+    archive_max_manifests: int = Field(default=64, ge=0)
+    """Most manifest.csv/manifest.json files in one bulk-indexing archive or folder."""
+    archive_max_manifest_bytes: int = Field(default=16 * 2**20, ge=0)
+    """Largest total size of an archive's manifests (each is parsed as soon as it is read)."""
     index_batch_size: int = Field(default=32, ge=1)
     """Images per model run in bulk indexing (jobs and reid index)."""
     index_workers: int = Field(default=0, ge=0)
@@ -70,12 +82,11 @@ class Settings(BaseSettings):
     """Frame rate turning Market-1501/Duke frame numbers in file names into timestamps (seconds)."""
     max_request_bytes: int = Field(default=16 * 2**20, ge=1024)
     """Largest request body accepted (413 above)."""
-    archive_max_manifests: int = Field(default=64, ge=0)
-    """Most manifest.csv/manifest.json files in one bulk-indexing archive or folder."""
-    archive_max_manifest_bytes: int = Field(default=16 * 2**20, ge=0)
-    """Largest total size of an archive's manifests (each is parsed as soon as it is read)."""
     max_image_pixels: int = Field(default=4096 * 4096, ge=1)
     """Largest decoded image (width x height) accepted; guards against decompression bombs."""
+    max_request_pixels: int = Field(default=2**27, ge=1)
+    """Largest sum of the images' pixels (width x height, from their headers) in one request:
+    over it the request is refused with 413 before anything is decoded."""
     max_images_per_request: int = Field(default=64, ge=1)
     """Most images in one embed or add-items request."""
     max_k: int = Field(default=1000, ge=1)
@@ -84,9 +95,6 @@ class Settings(BaseSettings):
     """Largest JSON metadata per item."""
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
     """Index of new and reopened galleries: flat (exact), ivf or hnsw."""
-    max_request_pixels: int = Field(default=2**27, ge=1)
-    """Largest sum of the images' pixels (width x height, from their headers) in one request:
-    over it the request is refused with 413 before anything is decoded."""
     ivf_nlist: int = Field(default=1024, ge=1)
     """IVF lists."""
     ivf_nprobe: int = Field(default=32, ge=1)
@@ -145,6 +153,9 @@ class Settings(BaseSettings):
             max_members=self.archive_max_members,
             max_member_bytes=self.archive_max_member_bytes,
             max_total_bytes=self.archive_max_total_bytes,
+            max_manifests=self.archive_max_manifests,
+            max_manifest_bytes=self.archive_max_manifest_bytes,
+            max_metadata_bytes=self.max_metadata_bytes,
         )
 
     def index_config(self) -> IndexConfig:
@@ -153,9 +164,6 @@ class Settings(BaseSettings):
             workers=self.index_workers,
             max_image_pixels=self.max_image_pixels,
             fps=self.index_fps,
-            max_manifests=self.archive_max_manifests,
-            max_manifest_bytes=self.archive_max_manifest_bytes,
-            max_metadata_bytes=self.max_metadata_bytes,
         )
 
     def runtime_options(self) -> RuntimeOptions:

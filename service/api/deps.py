@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
 
 from service.batching import InferenceEngine
 from service.errors import ManifestError
 from service.gallery import GalleryManager
+from service.gallery.manager import NAME_RE
 from service.jobs import JobManager
 from service.runtime import ModelRuntime
 from service.settings import Settings
@@ -47,8 +50,29 @@ def get_jobs(request: Request) -> JobManager:
     return jobs
 
 
+GalleryName = Annotated[
+    str,
+    Path(
+        description="Gallery name: 1-64 letters, digits, _ . -, starting with a letter or digit",
+        json_schema_extra={"pattern": NAME_RE.pattern},  # checked by the manager: 400 + why
+    ),
+]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 GalleriesDep = Annotated[GalleryManager, Depends(get_galleries)]
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
+
+
+def one_file(field: str) -> Callable[[Request], Awaitable[None]]:
+    """Dependency: 422 when the single-file form field ``field`` was sent more than once
+    (the endpoint would otherwise take the last one silently)."""
+
+    async def check(request: Request) -> None:
+        sent = len((await request.form()).getlist(field))  # parsed once, cached by Starlette
+        if sent > 1:
+            problem = f"one file expected, {sent} sent"
+            error = {"type": "too_many_files", "loc": ("body", field), "msg": problem}
+            raise RequestValidationError([error])
+
+    return check

@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from service.api.schemas import ErrorResponse
 from service.errors import (
@@ -22,9 +24,9 @@ from service.errors import (
     ManifestError,
     ModelMismatch,
     Overloaded,
+    RequestTooLarge,
     ServiceError,
     Unauthorized,
-    RequestTooLarge,
     UnsupportedImageFormat,
 )
 from service.jobs.sources import ArchiveError
@@ -42,9 +44,9 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (Overloaded, 429, Overloaded.code),
     (ArchiveError, 400, ArchiveError.code),
     (ModelMismatch, 409, ModelMismatch.code),
+    (RequestTooLarge, 413, RequestTooLarge.code),
     (InvalidInput, 400, InvalidInput.code),
     (ManifestError, 503, ManifestError.code),
-    (RequestTooLarge, 413, RequestTooLarge.code),
     (ServiceError, 500, ServiceError.code),
 ]
 
@@ -53,6 +55,7 @@ HTTP_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -127,7 +130,19 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return error_response(exc.status_code, code, str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # RFC 9110: every method of every route on this path
+        headers["Allow"] = ", ".join(allowed_methods(request.app.state.routes, request.scope))
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
+
+
+def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route serves on ``scope``'s path."""
+    methods: set[str] = set()
+    for route in routes:
+        if route.matches(scope)[0] != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

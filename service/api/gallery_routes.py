@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from pydantic import TypeAdapter, ValidationError
 
 from service.api.auth import require_read, require_write
-from service.api.deps import EngineDep, GalleriesDep, RuntimeDep, SettingsDep
+from service.api.deps import (
+    EngineDep,
+    GalleriesDep,
+    GalleryName,
+    RuntimeDep,
+    SettingsDep,
+    one_file,
+)
 from service.api.errors import ERROR_RESPONSES
 from service.api.schemas import (
+    IMAGE_TYPES,
     AddedItem,
     AddItemsResponse,
     GalleriesResponse,
@@ -24,6 +34,9 @@ from service.api.schemas import (
     SearchParams,
     SearchResponse,
     from_epoch,
+    from_epoch_or_unknown,
+    links,
+    multipart,
     to_epoch,
 )
 from service.api.uploads import predictions, read_images
@@ -38,7 +51,10 @@ router = APIRouter(prefix="/v1/galleries", tags=["galleries"], responses=ERROR_R
 READ = [Depends(require_read)]
 WRITE = [Depends(require_write)]
 
-GalleryName = Annotated[str, Path(description="Gallery name: letters, digits, _ . -")]
+ItemId = Annotated[
+    int, Path(ge=0, le=2**63 - 1, description="Item id returned when the item was added")
+]
+"""Ids are SQLite integers: larger ones cannot exist (422, never an overflow)."""
 ITEMS_ADAPTER = TypeAdapter(list[ItemInput])
 
 
@@ -48,11 +64,16 @@ def item_response(item: Item) -> ItemResponse:
             "id": item.id,
             "external_id": item.external_id,
             "camera": item.camera,
-            "timestamp": from_epoch(item.timestamp),
+            "timestamp": from_epoch_or_unknown(item.timestamp),
             "metadata": item.metadata,
             "attributes": item.attributes,
         }
     )
+
+
+def _epoch_or_unknown(t: dt.datetime | None) -> float:
+    """Epoch seconds of an item's time; NaN when it has none (unknown)."""
+    return math.nan if t is None else to_epoch(t)
 
 
 def parse_items(raw: str, count: int, settings: Settings) -> list[ItemInput]:
@@ -82,12 +103,19 @@ def list_galleries(galleries: GalleriesDep) -> GalleriesResponse:
     return GalleriesResponse(galleries=[GallerySummary(**s.__dict__) for s in galleries.statuses()])
 
 
+ITEM_LINK = {"gallery": "$request.path.gallery", "item_id": "$response.body#/items/0/id"}
+
+
 @router.post(
-    "/{gallery}/items", summary="Add images to a gallery (created on first use)", dependencies=WRITE
+    "/{gallery}/items",
+    summary="Add images to a gallery (created on first use)",
+    dependencies=WRITE,
+    openapi_extra=multipart(images=IMAGE_TYPES),
+    responses=links(200, "The items, in upload order", get_item=ITEM_LINK, delete_item=ITEM_LINK),
 )
 def add_items(
     gallery: GalleryName,
-    images: Annotated[list[UploadFile], File(description="JPEG, PNG or WebP crops")],
+    images: Annotated[list[UploadFile], File(min_length=1, description="JPEG, PNG or WebP crops")],
     items: Annotated[
         str,
         Form(
@@ -116,7 +144,7 @@ def add_items(
     new = [
         NewItem(
             camera=specs[i].camera,
-            timestamp=to_epoch(specs[i].timestamp),
+            timestamp=_epoch_or_unknown(specs[i].timestamp),
             external_id=specs[i].external_id,
             metadata=specs[i].metadata,
             attributes=predictions(runtime.schema, out.attributes, row),
@@ -133,15 +161,21 @@ def add_items(
     return AddItemsResponse(gallery=gallery, items=results)
 
 
-@router.get("/{gallery}/items/{item_id}", summary="Get one item", dependencies=READ)
-def get_item(gallery: GalleryName, item_id: int, galleries: GalleriesDep) -> ItemResponse:
+@router.get(
+    "/{gallery}/items/{item_id}", summary="Get one item", dependencies=READ, operation_id="get_item"
+)
+def get_item(gallery: GalleryName, item_id: ItemId, galleries: GalleriesDep) -> ItemResponse:
     return item_response(galleries.get(gallery).get(item_id))
 
 
 @router.delete(
-    "/{gallery}/items/{item_id}", status_code=204, summary="Delete one item", dependencies=WRITE
+    "/{gallery}/items/{item_id}",
+    status_code=204,
+    summary="Delete one item",
+    dependencies=WRITE,
+    operation_id="delete_item",
 )
-def delete_item(gallery: GalleryName, item_id: int, galleries: GalleriesDep) -> None:
+def delete_item(gallery: GalleryName, item_id: ItemId, galleries: GalleriesDep) -> None:
     galleries.get(gallery).delete(item_id)
 
 
@@ -167,7 +201,12 @@ def delete_gallery(gallery: GalleryName, galleries: GalleriesDep) -> None:
     galleries.delete(gallery)
 
 
-@router.post("/{gallery}/search", summary="Find the k best matches of one image", dependencies=READ)
+@router.post(
+    "/{gallery}/search",
+    summary="Find the k best matches of one image",
+    dependencies=[*READ, Depends(one_file("image"))],
+    openapi_extra=multipart(image=IMAGE_TYPES),
+)
 def search(
     gallery: GalleryName,
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop of the query person")],

@@ -8,9 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, UploadFile
 
 from service.api.auth import require_read
-from service.api.deps import EngineDep, RuntimeDep, SettingsDep
+from service.api.deps import EngineDep, RuntimeDep, SettingsDep, one_file
 from service.api.errors import ERROR_RESPONSES
-from service.api.schemas import AttributesResponse, Embedding, EmbedResponse
+from service.api.schemas import (
+    IMAGE_TYPES,
+    AttributesResponse,
+    Embedding,
+    EmbedResponse,
+    multipart,
+)
 from service.api.uploads import predictions, read_images
 
 logger = logging.getLogger(__name__)
@@ -20,7 +26,12 @@ router = APIRouter(
 )
 
 
-@router.post("/attributes", summary="Predict the pedestrian attributes of one image")
+@router.post(
+    "/attributes",
+    summary="Predict the pedestrian attributes of one image",
+    dependencies=[Depends(one_file("image"))],
+    openapi_extra=multipart(image=IMAGE_TYPES),
+)
 def attributes(
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop of one person")],
     runtime: RuntimeDep,
@@ -41,9 +52,11 @@ def attributes(
     )
 
 
-@router.post("/embed", summary="Embed one or more images")
+@router.post(
+    "/embed", summary="Embed one or more images", openapi_extra=multipart(images=IMAGE_TYPES)
+)
 def embed(
-    images: Annotated[list[UploadFile], File(description="JPEG, PNG or WebP crops")],
+    images: Annotated[list[UploadFile], File(min_length=1, description="JPEG, PNG or WebP crops")],
     runtime: RuntimeDep,
     engine: EngineDep,
     settings: SettingsDep,

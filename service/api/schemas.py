@@ -3,20 +3,43 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import math
+import re
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+)
+
+from reidcore import timestamps
 
 
 def to_epoch(t: dt.datetime) -> float:
     """Seconds since the epoch; naive datetimes are taken as UTC."""
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.timestamp()
+    return timestamps.to_epoch(t)
 
 
 def from_epoch(s: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(s, tz=dt.timezone.utc)
+    """A stored time as a datetime; times an older version stored out of range are clamped."""
+    return timestamps.to_datetime(s)
+
+
+def from_epoch_or_unknown(s: float) -> dt.datetime | None:
+    """:func:`from_epoch`, or None for an unknown time (stored as NaN)."""
+    return None if math.isnan(s) else from_epoch(s)
+
+
+def _representable(v: dt.datetime | None) -> dt.datetime | None:
+    """Only times a datetime <-> epoch seconds round trip can represent (422 otherwise)."""
+    if v is not None:
+        timestamps.to_epoch(v)  # ValueError names the value; pydantic names the field
+    return v
 
 
 class ErrorBody(BaseModel):
@@ -74,12 +97,14 @@ class ItemInput(BaseModel):
 
     camera: str = Field(min_length=1, max_length=128)
     """Camera id."""
-    timestamp: dt.datetime
-    """Capture time: ISO 8601 (naive = UTC) or epoch seconds."""
+    timestamp: dt.datetime | None = None
+    """Capture time: ISO 8601 (naive = UTC) or epoch seconds; null or absent: unknown."""
     external_id: str | None = Field(default=None, min_length=1, max_length=256)
     """Your id; adding it again returns the existing item (idempotent)."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Free JSON returned with matches."""
+
+    _timestamp_in_range = field_validator("timestamp")(_representable)
 
 
 class AddedItem(BaseModel):
@@ -102,9 +127,42 @@ class ItemResponse(BaseModel):
     id: int
     external_id: str | None
     camera: str
-    timestamp: dt.datetime
+    timestamp: dt.datetime | None
+    """Capture time; null when unknown (such items never match a time filter)."""
     metadata: dict[str, Any]
     attributes: dict[str, AttributePrediction]
+
+
+def null_form(v: Any) -> Any:
+    """An optional multipart field sent as ``null`` or empty (a JSON null has no other form in
+    a multipart body) is absent."""
+    if v in ("", "null") or (isinstance(v, list) and v in ([""], ["null"])):
+        return None
+    return v
+
+
+NULL_FORM = BeforeValidator(null_form)
+"""Marks optional multipart form fields: ``null`` or empty means absent."""
+
+
+def iso_time(v: Any) -> Any:
+    """A search bound is an ISO 8601 time, as the schema says (pydantic alone would take
+    a number as epoch seconds)."""
+    if isinstance(v, int | float) or (isinstance(v, str) and not _ISO_DATE.match(v)):
+        raise ValueError("an ISO 8601 date-time with time zone is expected")
+    return v
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+ISO_TIME = BeforeValidator(iso_time)
+CameraId = Annotated[str, Field(min_length=1, max_length=128)]
+_CAMERA_SCHEMA: dict[str, JsonValue] = {"type": "string", "minLength": 1, "maxLength": 128}
+REPEATED_CAMERAS = Field(
+    json_schema_extra={
+        "anyOf": [{"type": "array", "items": _CAMERA_SCHEMA}, _CAMERA_SCHEMA, {"type": "null"}]
+    }
+)
+"""A repeatable multipart field: sent once, it is one value, which the schema must allow."""
 
 
 class SearchParams(BaseModel):
@@ -112,18 +170,20 @@ class SearchParams(BaseModel):
 
     k: int = Field(default=10, ge=1)
     """Number of matches."""
-    cameras: list[str] | None = None
+    cameras: Annotated[list[CameraId] | None, NULL_FORM, REPEATED_CAMERAS] = None
     """Only these cameras (repeat the field for several)."""
-    exclude_cameras: list[str] | None = None
+    exclude_cameras: Annotated[list[CameraId] | None, NULL_FORM, REPEATED_CAMERAS] = None
     """Never these cameras."""
-    time_from: AwareDatetime | None = None
+    time_from: Annotated[AwareDatetime | None, ISO_TIME, NULL_FORM] = None
     """Earliest timestamp, inclusive (ISO 8601 with time zone)."""
-    time_to: AwareDatetime | None = None
+    time_to: Annotated[AwareDatetime | None, ISO_TIME, NULL_FORM] = None
     """Latest timestamp, exclusive (ISO 8601 with time zone)."""
-    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    min_score: Annotated[Annotated[float, Field(ge=-1.0, le=1.0)] | None, NULL_FORM] = None
     """Minimum cosine score."""
     rerank: bool = False
     """Re-rank the shortlist with k-reciprocal re-ranking."""
+
+    _times_in_range = field_validator("time_from", "time_to")(_representable)
 
     @field_validator("cameras", "exclude_cameras")
     @classmethod
@@ -187,7 +247,8 @@ class ReadyResponse(BaseModel):
     providers: list[str]
     """Execution providers the ONNX Runtime session really got, best first."""
     faiss_gpus: int
-    galleries: list[GallerySummary]
+    galleries: list[GallerySummary] | None
+    """Every gallery's state; null when seeing them needs a key the request lacks."""
 
 
 class JobFailure(BaseModel):
@@ -227,7 +288,54 @@ class JobResponse(BaseModel):
     archive_sha256: str | None
     failures: list[JobFailure] | None = None
     """Every failed member with its reason (omitted in job lists)."""
+    naming: dict[str, Any] | None = None
+    """How camera and time were found for names with no convention: ``camera_level``
+    (null: the file's own folder), ``time`` (auto, exif, name, mtime, none),
+    ``time_format``, ``time_regex``, ``fps``."""
 
 
 class JobsResponse(BaseModel):
     jobs: list[JobResponse]
+
+
+IMAGE_TYPES = "image/jpeg, image/png, image/webp"
+"""What the image fields of multipart bodies accept (OpenAPI ``encoding.contentType``)."""
+ARCHIVE_TYPES = (
+    "application/x-tar, application/gzip, application/x-bzip2, application/x-xz, application/zip"
+)
+"""What the archive field of a job submission accepts."""
+
+
+def multipart(**content_types: str) -> dict[str, Any]:
+    """``openapi_extra`` of a route: the content types each file field of its multipart body
+    accepts (so that clients and contract tests know a field takes an image, not any bytes)."""
+    encoding = {field: {"contentType": ct} for field, ct in content_types.items()}
+    return {"requestBody": {"content": {"multipart/form-data": {"encoding": encoding}}}}
+
+
+def links(status: int, description: str, **targets: dict[str, str]) -> dict[int | str, Any]:
+    """``responses`` entry declaring OpenAPI links from a response to other operations:
+    ``targets`` maps an operationId to its parameters (runtime expressions)."""
+    return {
+        status: {
+            "description": description,
+            "links": {
+                op: {"operationId": op, "parameters": params} for op, params in targets.items()
+            },
+        }
+    }
+
+
+def with_limits(doc: dict[str, Any], max_k: int, max_images: int) -> dict[str, Any]:
+    """The OpenAPI document ``doc`` stating the limits the settings put on request fields
+    (the largest ``k`` of a search, the most images per request), which the static models
+    cannot know."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    k = schemas.get("SearchParams", {}).get("properties", {}).get("k")
+    if k is not None:
+        k["maximum"] = max_k
+    for body in schemas.values():
+        images = body.get("properties", {}).get("images")
+        if images is not None and images.get("type") == "array":
+            images["maxItems"] = max_images
+    return doc
