@@ -104,7 +104,9 @@ def coherent_naming(ctx: schemathesis.HookContext, case: schemathesis.Case) -> s
 
 
 @schemathesis.hook("map_case").apply_to(method="POST", path="/v1/galleries/{gallery}/search")
-def time_range_in_order(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
+def time_range_in_order(
+    ctx: schemathesis.HookContext, case: schemathesis.Case
+) -> schemathesis.Case:
     """time_from must come before time_to (400 otherwise): valid cases keep them in order."""
     body = _positive_form(case)
     if body is None or not body.get("time_from") or not body.get("time_to"):
