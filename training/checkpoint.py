@@ -11,7 +11,9 @@ format             ``"reid-checkpoint/1"``
 model              state dict of the (first) :class:`~training.models.ReidModel`, not
                    wrapped (no ``module.`` prefix)
 peer_model         mutual learning only: state dict of the second model
-model_config       :meth:`ModelConfig.to_dict` of both models
+model_config       :meth:`ModelConfig.to_dict` of the first model (of both in checkpoints
+                   written before ``peer_model_config``)
+peer_model_config  mutual learning only: :meth:`ModelConfig.to_dict` of the second model
 num_classes        identity classes of the classifier (0: the model has none)
 attribute_schema   :meth:`AttributeSchema.to_dict` (``{"attributes": []}`` without)
 preprocess         :meth:`PreprocessConfig.to_dict`: the evaluation/serving preprocessing
@@ -181,7 +183,14 @@ def load_checkpoint_for_inference(
     key = "peer_model" if peer else "model"
     if key not in state:
         raise CheckpointError(f"{path} has no {key!r} (not a mutual-learning checkpoint)")
-    model = build_model(info.model_config, info.num_classes, info.schema)
+    model_cfg = info.model_config
+    if peer and "peer_model_config" in state:
+        try:
+            model_cfg = ModelConfig.from_dict(state["peer_model_config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: malformed peer_model_config: {exc}") from None
+        model_cfg = dataclasses.replace(model_cfg, pretrained="")
+    model = build_model(model_cfg, info.num_classes, info.schema)
     try:
         model.load_state_dict(state[key], strict=True)
     except RuntimeError as exc:

@@ -39,6 +39,10 @@ class DataConfig:
     """APR attribute file (``market_attribute.mat``/``duke_attribute.mat``); ``""`` none."""
     attribute_split: str = "train"
     """Split of the attribute file to use: ``train``, ``test`` or ``all`` (both merged)."""
+    attribute_colours: str = "binary"
+    """``binary``: APR's schema, one no/yes attribute per colour field (Market 27 / Duke 23
+    attributes); ``grouped``: this project's variant, one multi-class attribute per colour
+    family (12 / 10)."""
     height: int = 256
     """Input height in pixels (training and evaluation)."""
     width: int = 128
@@ -74,6 +78,7 @@ class DataConfig:
         _one_of("data.eval_split", self.eval_split, EVAL_SPLITS)
         _one_of("data.sampler", self.sampler, SAMPLERS)
         _one_of("data.attribute_split", self.attribute_split, ("train", "test", "all"))
+        _one_of("data.attribute_colours", self.attribute_colours, ("binary", "grouped"))
         for name in ("height", "width", "p", "k", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
@@ -156,6 +161,11 @@ class OptimConfig:
     branch); >1 lets fresh heads learn faster than a pretrained backbone."""
     milestones: list[int] = field(default_factory=list)
     """Epochs (0-based, counted from the start) at which the rate is multiplied by ``gamma``."""
+    milestone_lrs: list[float] = field(default_factory=list)
+    """A piecewise-constant schedule instead of ``gamma``: the learning rate from each
+    milestone on (one per milestone). AlignedReID's mutual learning (Sec. 4.2: Adam 3e-4,
+    "reduced to 1e-4 and 1e-5 at 60 epochs and 120 epochs") is ``lr: 3.0e-4``,
+    ``milestones: [60, 120]``, ``milestone_lrs: [1.0e-4, 1.0e-5]``."""
     gamma: float = 0.1
     """Decay factor at each milestone."""
     warmup_epochs: int = 0
@@ -179,6 +189,13 @@ class OptimConfig:
             raise ValueError("optim.gamma and optim.warmup_factor must lie in (0, 1]")
         if self.warmup_epochs < 0:
             raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.milestone_lrs and (
+            len(self.milestone_lrs) != len(self.milestones) or min(self.milestone_lrs) <= 0
+        ):
+            raise ValueError(
+                f"optim.milestone_lrs must hold one positive rate per milestone "
+                f"({len(self.milestones)}), got {self.milestone_lrs}"
+            )
 
 
 @dataclass(frozen=True)
@@ -199,11 +216,16 @@ class EvalConfig:
     """Weight of the original distance in re-ranking."""
     best_metric: str = "mAP"
     """Metric that selects ``best.pt``: ``mAP``, ``rank1`` or ``mINP``."""
+    attribute_protocol: str = "apr"
+    """``apr``: APR's Tables 3/4 (gallery images only, colours scored as one column per
+    family, an identity with no colour marked counts as wrong); ``all_images``: query and
+    gallery images, every attribute on its known labels."""
 
     def __post_init__(self) -> None:
         if self.every < 0:
             raise ValueError(f"eval.every must be >= 0, got {self.every}")
         _one_of("eval.best_metric", self.best_metric, ("mAP", "rank1", "mINP"))
+        _one_of("eval.attribute_protocol", self.attribute_protocol, ("apr", "all_images"))
 
 
 @dataclass(frozen=True)
@@ -214,6 +236,10 @@ class TrainConfig:
     """Dataset, split and batching."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Architecture and initial weights (``training.models.config.ModelConfig``)."""
+    peer_model: ModelConfig | None = None
+    """Mutual learning only: the second model's architecture (``None``: the same as
+    ``model``). AlignedReID (Sec. 4.4) pairs ResNet-50 with ResNet50-Xception; both models
+    need the heads the losses use (``use_local``, ``use_attributes`` as ``model``)."""
     loss: LossConfig = field(default_factory=LossConfig)
     """Loss terms and weights."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -240,9 +266,20 @@ class TrainConfig:
     """Show a tqdm progress bar (rank 0 only)."""
     max_steps_per_epoch: int = 0
     """Stop each epoch after this many batches (0: the whole epoch); for smoke tests."""
+    steps_per_epoch: int = 0
+    """Batches per epoch: 0, one pass of the sampler; N, exactly N batches, the sampler
+    starting a new pass (a new shuffle) as often as needed. AlignedReID (arXiv 1711.08184v2,
+    Sec. 4.2): "Each epoch includes 2000 mini-batches", which its decays at epochs 80 and
+    160 assume."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "checkpoint_every", "threads", "max_steps_per_epoch"):
+        for name in (
+            "epochs",
+            "checkpoint_every",
+            "threads",
+            "max_steps_per_epoch",
+            "steps_per_epoch",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         _check_consistency(self)
@@ -263,6 +300,17 @@ def _check_consistency(cfg: TrainConfig) -> None:
         )
     if loss.attributes and not data.attributes:
         raise ValueError("loss.attributes=true needs data.attributes (an APR .mat file)")
+    peer = cfg.peer_model
+    if peer is not None and not loss.mutual:
+        raise ValueError("peer_model is set but loss.mutual=false (it is the mutual peer)")
+    if peer is not None and (peer.use_local, peer.use_attributes) != (
+        model.use_local,
+        model.use_attributes,
+    ):
+        raise ValueError(
+            "peer_model.use_local/use_attributes must equal model's (both models train with "
+            "the same losses)"
+        )
     if loss.local_triplet_weight > 0 and not model.use_local:
         raise ValueError("loss.local_triplet_weight > 0 needs model.use_local=true")
     if loss.uses_triplet and data.sampler != "pk":

@@ -129,7 +129,7 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     train, evaluation = _evaluation_split(cfg, ds)
     schema, train_attr = AttributeSchema.empty(), None
     if cfg.attributes:
-        table = load_attributes(cfg.attributes, cfg.attribute_split)
+        table = load_attributes(cfg.attributes, cfg.attribute_split, cfg.attribute_colours)
         schema = table.schema
         train_attr = _attach_attributes(table, train, evaluation)
     relabelled, mapping = relabel(train)
@@ -206,12 +206,14 @@ class TrainLoader:
             )
         return RandomSampler(self.dataset, generator=self.sampler_generator)
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int, pass_index: int = 0) -> None:
         """Select epoch ``epoch``'s batches and augmentation streams (a pure function of
-        ``(seed, epoch)``)."""
-        epoch_seed = int(np.random.default_rng([self.seed, epoch, 7]).integers(2**62))
-        if isinstance(self.sampler, PKSampler | DistributedSampler):
-            self.sampler.set_epoch(epoch)
+        ``(seed, epoch, pass_index)``; ``pass_index`` counts the sampler's passes within an
+        epoch of fixed length)."""
+        key = [self.seed, epoch, 7] + ([pass_index] if pass_index else [])
+        epoch_seed = int(np.random.default_rng(key).integers(2**62))
+        if isinstance(self.sampler, PKSampler | DistributedSampler):  # later passes: own order
+            self.sampler.set_epoch(epoch + (pass_index << 32))
         self.sampler_generator.manual_seed(epoch_seed)
         self.transform.reseed(epoch_seed + 1)  # main-process loading (workers reseed their own)
         self.generator.manual_seed(epoch_seed + 2)  # worker seeds derive from this
@@ -221,6 +223,23 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[ReidBatch]:
         return iter(self.loader)
+
+    def epoch_batches(self, epoch: int, steps: int) -> Iterator[ReidBatch]:
+        """Epoch ``epoch``'s batches: one pass of the sampler (``steps`` = 0), or exactly
+        ``steps`` batches over as many passes as needed, each reshuffled."""
+        self.start_epoch(epoch)
+        if steps == 0:
+            yield from self.loader
+            return
+        done, pass_index = 0, 0
+        while True:
+            for batch in self.loader:
+                if done == steps:
+                    return
+                yield batch
+                done += 1
+            pass_index += 1
+            self.start_epoch(epoch, pass_index)
 
 
 def build_eval_loaders(

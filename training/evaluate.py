@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reidcore.attribute_protocol import apr_attribute_accuracy
 from reidcore.attributes import AttributeSchema
 from reidcore.evaluation import attribute_accuracy, evaluate_rank, pairwise_euclidean
 from reidcore.rerank import k_reciprocal_rerank
@@ -54,6 +55,8 @@ class Extracted:
     """int64 ``[N]`` identities as on disk."""
     camids: np.ndarray
     """int64 ``[N]`` cameras."""
+    attr_yes: np.ndarray | None = None
+    """float32 ``[N, M]`` probability of class 1 of each head (the "yes" of a binary one)."""
 
 
 @torch.no_grad()
@@ -61,13 +64,14 @@ def extract(model: ReidModel, batches: Iterable[ReidBatch], device: torch.device
     """Run ``model`` in eval mode over ``batches`` (its training mode is restored after)."""
     was_training = model.training
     model.eval()
-    feats, attrs, pids, cams = [], [], [], []
+    feats, attrs, yes, pids, cams = [], [], [], [], []
     try:
         for batch in batches:
             out = model(batch.images.to(device, non_blocking=True))
             feats.append(F.normalize(out.embedding.float(), dim=1).cpu())  # [B, D]
             if out.attr_probs:
                 attrs.append(torch.stack([p.argmax(dim=1) for p in out.attr_probs], 1).cpu())
+                yes.append(torch.stack([p[:, 1].float() for p in out.attr_probs], 1).cpu())
             pids.append(batch.pids)
             cams.append(batch.camids)
     finally:
@@ -75,6 +79,7 @@ def extract(model: ReidModel, batches: Iterable[ReidBatch], device: torch.device
     return Extracted(
         features=torch.cat(feats).numpy().astype(np.float32, copy=False),
         attr_pred=torch.cat(attrs).numpy().astype(np.int64) if attrs else None,
+        attr_yes=torch.cat(yes).numpy() if yes else None,
         pids=torch.cat(pids).numpy(),
         camids=torch.cat(cams).numpy(),
     )
@@ -105,12 +110,24 @@ def retrieval_metrics(query: Extracted, gallery: Extracted, cfg: EvalConfig) -> 
 
 
 def attribute_metrics(
-    query: Extracted, gallery: Extracted, split: EvalSplit, schema: AttributeSchema
+    query: Extracted,
+    gallery: Extracted,
+    split: EvalSplit,
+    schema: AttributeSchema,
+    protocol: str = "apr",
 ) -> dict[str, float]:
-    """Mean attribute accuracy over query and gallery images ({} without attributes)."""
+    """Mean attribute accuracy ({} without attributes): ``apr``, APR's Tables 3/4 on the
+    gallery images (:func:`reidcore.attribute_protocol.apr_attribute_accuracy`);
+    ``all_images``, every attribute on the known labels of query and gallery images."""
     if query.attr_pred is None or gallery.attr_pred is None or split.query_attributes is None:
         return {}
     assert split.gallery_attributes is not None
+    if protocol == "apr":
+        assert gallery.attr_yes is not None
+        res = apr_attribute_accuracy(
+            gallery.attr_pred, gallery.attr_yes, split.gallery_attributes, schema
+        )
+        return {"attr_acc": res.mean}
     pred = np.concatenate([query.attr_pred, gallery.attr_pred])
     target = np.concatenate([split.query_attributes, split.gallery_attributes])
     return {"attr_acc": attribute_accuracy(pred, target, schema).mean}
@@ -129,6 +146,6 @@ def evaluate_model(
     query = extract(model, query_batches, device)
     gallery = extract(model, gallery_batches, device)
     metrics = retrieval_metrics(query, gallery, cfg)
-    metrics.update(attribute_metrics(query, gallery, split, schema))
+    metrics.update(attribute_metrics(query, gallery, split, schema, cfg.attribute_protocol))
     logger.info("evaluation: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return metrics

@@ -4,7 +4,9 @@ The schedule multiplies the base rate by ``warmup(e) · gamma^(number of milesto
 for epoch ``e`` (0-based), with a linear warm-up from ``warmup_factor`` to 1 over
 ``warmup_epochs``. APR's "1e-3, then 1e-4 for the last 5 of 55 epochs" is
 ``lr=1e-3, milestones=[50]``; AlignedReID's "×0.1 at epochs 80 and 160" is
-``milestones=[80, 160]``.
+``milestones=[80, 160]``. A piecewise-constant schedule names the rates instead
+(``milestone_lrs``): AlignedReID's mutual learning, 3e-4 then 1e-4 at 60 and 1e-5 at 120, is
+``lr=3e-4, milestones=[60, 120], milestone_lrs=[1e-4, 1e-5]``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ logger = logging.getLogger(__name__)
 
 def lr_factor(epoch: int, cfg: OptimConfig) -> float:
     """Multiplier of the base learning rate during 0-based epoch ``epoch``."""
-    decay = cfg.gamma ** bisect.bisect_right(cfg.milestones, epoch)
+    passed = bisect.bisect_right(cfg.milestones, epoch)
+    if cfg.milestone_lrs:
+        decay = cfg.milestone_lrs[passed - 1] / cfg.lr if passed else 1.0
+    else:
+        decay = cfg.gamma**passed
     if epoch < cfg.warmup_epochs:
         alpha = epoch / cfg.warmup_epochs
         return decay * (cfg.warmup_factor + (1.0 - cfg.warmup_factor) * alpha)

@@ -110,8 +110,9 @@ def build_members(cfg: TrainConfig, data: PreparedData, info: DistInfo) -> list[
     members = []
     for i in range(2 if cfg.loss.mutual else 1):
         torch.manual_seed(cfg.seed + i)  # different initial heads for the two peers
+        model_cfg = cfg.peer_model if i and cfg.peer_model is not None else cfg.model
         try:
-            core = build_model(cfg.model, num_classes, data.schema).to(info.device)
+            core = build_model(model_cfg, num_classes, data.schema).to(info.device)
         except ValueError as exc:  # pretrained file that does not fit, named in the message
             raise ConfigError(f"model (pretrained={cfg.model.pretrained!r}): {exc}") from None
         module: nn.Module = core
@@ -200,11 +201,10 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One epoch of training; returns mean loss terms, lr and images/s."""
         self.state.epoch = epoch
-        self.loader.start_epoch(epoch)
         torch.manual_seed(epoch_seed(self.cfg.seed, epoch))  # dropout etc.: a function of the epoch
         for m in self.members:
             m.module.train()
-        total_steps = len(self.loader)
+        total_steps = self.cfg.steps_per_epoch or len(self.loader)
         if self.cfg.max_steps_per_epoch:
             total_steps = min(total_steps, self.cfg.max_steps_per_epoch)
         sums = dict.fromkeys(self.terms, 0.0)
@@ -216,7 +216,7 @@ class Trainer:
             disable=not (self.cfg.progress and self.info.is_main),
             leave=False,
         )
-        for batch in self.loader:
+        for batch in self.loader.epoch_batches(epoch, self.cfg.steps_per_epoch):
             if steps >= total_steps:
                 break
             values = self.train_step(batch)
@@ -306,6 +306,7 @@ class Trainer:
         }
         if len(self.members) > 1:
             state["peer_model"] = self.members[1].core.state_dict()
+            state["peer_model_config"] = (self.cfg.peer_model or self.cfg.model).to_dict()
         return state
 
     def _is_better(self, metrics: dict[str, float]) -> bool:

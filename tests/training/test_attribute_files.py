@@ -70,8 +70,26 @@ def test_colour_group() -> None:
     assert colour_group("hat") is None
 
 
+def test_paper_schema_keeps_every_colour_binary(tmp_path: Path) -> None:
+    """APR Sec. 3: "the color attributes are binary ones": one attribute per field."""
+    tables = load_attribute_tables(toy_file(tmp_path))  # colours="binary" is the default
+    train = tables["train"]
+    schema = train.schema
+    assert schema.names == ["age", "hat", "upred", "gender", "upblue", "downblack", "downwhite"]
+    assert schema["upred"].classes == ("no", "yes") and schema["upred"].group == "upcolor"
+    assert schema["downwhite"].group == "downcolor" and schema["hat"].group is None
+    expected = {  # 2 -> 1 (yes), 1 -> 0 (no), 0 -> -1; no or two colours keep their labels
+        2: [0, 1, 1, 0, 0, 1, 0],
+        7: [3, 0, 0, 1, 0, 1, 1],
+        9: [-1, -1, 0, 1, 1, 0, 0],
+    }
+    for pid, row in expected.items():
+        assert train.labels[pid].tolist() == row
+    assert tables["test"].labels[11].tolist() == expected[2]
+
+
 def test_schema_and_labels_hand_computed(tmp_path: Path) -> None:
-    tables = load_attribute_tables(toy_file(tmp_path))
+    tables = load_attribute_tables(toy_file(tmp_path), colours="grouped")
     train = tables["train"]
     schema = train.schema
     assert schema.names == ["age", "hat", "upcolor", "gender", "downcolor"]
@@ -150,7 +168,7 @@ def test_errors_name_file_split_and_field(tmp_path: Path) -> None:
         tmp_path / "l.mat", {"train": split_struct({"upred": [1, 2]}, cell(["1", "2"]))}
     )
     with pytest.raises(DatasetError, match="l.mat: cannot build .*upcolor.*at least 2 classes"):
-        load_attributes(lone)
+        load_attributes(lone, colours="grouped")  # one colour is no multi-class attribute
     no_index = tmp_path / "i.mat"
     scipy.io.savemat(str(no_index), {"x": {"train": {"hat": np.array([[1]], dtype=np.uint8)}}})
     with pytest.raises(DatasetError, match="i.mat:train has no 'image_index'"):
@@ -168,7 +186,7 @@ def test_errors_name_file_split_and_field(tmp_path: Path) -> None:
 
 
 def test_join_attributes_reports_missing(tmp_path: Path) -> None:
-    table = load_attributes(toy_file(tmp_path))
+    table = load_attributes(toy_file(tmp_path), colours="grouped")
     samples = [
         Sample("a", 7, 1),
         Sample("b", 0, 1),
@@ -203,7 +221,7 @@ def check_against_raw(table: AttributeTable, path: Path, split: str) -> None:
     for j, attr in enumerate(table.schema):
         for i, pid in enumerate(ids):
             got = int(table.labels[pid][j])
-            if attr.group is None:
+            if attr.name in raw:  # a field of its own (colours too in the paper's schema)
                 v = raw[attr.name][i]
                 assert got == (v - 1 if v > 0 else -1), (pid, attr.name)
             else:
@@ -212,9 +230,25 @@ def check_against_raw(table: AttributeTable, path: Path, split: str) -> None:
 
 
 @pytest.mark.realdata
+@pytest.mark.parametrize(("name", "count"), [("market", 27), ("duke", 23)])
+def test_real_files_give_the_papers_attribute_counts(
+    shared_data: Path, name: str, count: int
+) -> None:
+    path = shared_data / "attributes" / f"{name}_attribute.mat"
+    tables = load_attribute_tables(path)
+    schema = tables["train"].schema
+    assert len(schema) == count  # APR Sec. 3: 27 on Market, 23 on Duke
+    assert all(a.num_classes == 2 for a in schema if a.name != "age")
+    families = {a.group for a in schema} - {None}
+    assert families == {"upcolor", "downcolor"}
+    for split in ("train", "test"):
+        check_against_raw(tables[split], path, split)
+
+
+@pytest.mark.realdata
 def test_real_market_attributes(shared_data: Path) -> None:
     path = shared_data / "attributes" / "market_attribute.mat"
-    tables = load_attribute_tables(path)
+    tables = load_attribute_tables(path, colours="grouped")
     assert len(tables["train"]) == 751 and len(tables["test"]) == 750
     schema = tables["train"].schema
     assert len(schema) == 12  # APR's 12 from 27 fields
@@ -246,7 +280,7 @@ def test_real_market_attributes(shared_data: Path) -> None:
 @pytest.mark.realdata
 def test_real_duke_attributes(shared_data: Path) -> None:
     path = shared_data / "attributes" / "duke_attribute.mat"
-    tables = load_attribute_tables(path)
+    tables = load_attribute_tables(path, colours="grouped")
     assert len(tables["train"]) == 702 and len(tables["test"]) == 1110
     schema = tables["train"].schema
     assert len(schema) == 10  # APR's 10 from 23 fields

@@ -107,6 +107,23 @@ def test_train_loader_yields_pk_batches_in_sampler_order(
         np.testing.assert_array_equal(got, sampler.epoch_indices(epoch))
 
 
+def test_fixed_length_epochs_restart_the_sampler_with_new_shuffles(
+    jpeg_samples: list[Sample],
+) -> None:
+    loader = small_loader(jpeg_samples, 0)
+    n = len(loader)
+    batches = list(loader.epoch_batches(3, 2 * n + 1))
+    assert len(batches) == 2 * n + 1
+    first = torch.cat([b.indices for b in batches[:n]])
+    second = torch.cat([b.indices for b in batches[n : 2 * n]])
+    assert first.shape == second.shape  # each pass: one whole sampler epoch
+    assert first.tolist() != second.tolist()  # reshuffled
+    np.testing.assert_array_equal(first.numpy(), loader.sampler.epoch_indices(3))  # type: ignore[attr-defined]
+    again = list(loader.epoch_batches(3, 2 * n + 1))  # a pure function of (seed, epoch)
+    assert [b.indices.tolist() for b in again] == [b.indices.tolist() for b in batches]
+    assert len(list(loader.epoch_batches(3, 0))) == n
+
+
 def test_random_sampler_mode_covers_the_dataset_once(jpeg_samples: list[Sample]) -> None:
     loader = small_loader(jpeg_samples, 0, sampler="random", batch_size=4)
     batches = epoch_batches(loader, 0)

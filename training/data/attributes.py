@@ -3,7 +3,20 @@
 ``market_attribute.mat`` / ``duke_attribute.mat`` hold one struct (``market_attribute``)
 with one sub-struct per split (``train``, ``test``); each has one ``1 x N`` field per
 annotation plus ``image_index`` (the identity, e.g. ``'0002'``). Field order differs
-between the splits, so everything is matched by name. Conversion to the grouped schema:
+between the splits, so everything is matched by name.
+
+Two schemas (``colours=``):
+
+* ``binary`` (the default, APR's formulation, arXiv 1703.07220v1 Sec. 3: "the color
+  attributes are binary ones"): every field is its own attribute, Market 27 / Duke 23;
+  each colour field ``up<colour>``/``down<colour>`` is a binary no/yes attribute whose
+  ``group`` names its family (``upcolor``/``downcolor``, reported as one column "C.up" /
+  "C.low" by :func:`reidcore.attribute_protocol.apr_attribute_accuracy`). An identity with
+  no colour or several colours marked keeps a label on every colour field.
+* ``grouped`` (a variant of this project, not the paper's): upper and lower colour become
+  one multi-class attribute each, Market 12 / Duke 10 attributes, as described next.
+
+Conversion (both schemas, colours aside):
 
 * binary fields, coded 1 = first class / 2 = second class, become classes 0 / 1
   (``gender``: male/female, ``hat``: no/yes...; see :data:`BINARY_CLASSES`);
@@ -20,7 +33,8 @@ colour for 14 identities, and 0 / 2 / 3 lower colours for 11 / 22 / 1. **An iden
 colour or several colours marked gets -1 (unknown) for that attribute**: no single class
 is right, and masking is safer than inventing an "other" class the annotators never used.
 
-Resulting schemas: Market 27 fields -> 12 attributes (APR's 12), Duke 23 fields -> 10.
+Resulting grouped schemas: Market 27 fields -> 12 attributes (the 12 columns of APR's
+Table 3), Duke 23 fields -> 10.
 """
 
 from __future__ import annotations
@@ -49,8 +63,12 @@ IDENTITY_FIELD = "image_index"
 COLOUR_GROUPS = {"up": "upcolor", "down": "downcolor"}
 """Field-name prefix -> name of the multi-class colour attribute built from ``<prefix><colour>``."""
 
+COLOUR_MODES = ("binary", "grouped")
+"""``binary``: one no/yes attribute per colour field (APR's); ``grouped``: one multi-class
+attribute per colour family (this project's variant)."""
+
 CATEGORICAL_CLASSES: dict[str, tuple[str, ...]] = {
-    "age": ("young", "teenager", "adult", "old"),
+    "age": ("young", "teenager", "adult", "old"),  # the paper: child, teenager, adult, old
 }
 """Fields coded 1..K with their class names (value k -> class k-1)."""
 
@@ -125,8 +143,15 @@ def _plain_attribute(field: str, max_value: int) -> Attribute:
     return Attribute(field, tuple(str(k) for k in range(1, max_value + 1)))
 
 
-def build_columns(field_order: Sequence[str], max_values: Mapping[str, int]) -> list[_Column]:
-    """The schema's columns: one per plain field, one per colour group placed at its first member."""
+def build_columns(
+    field_order: Sequence[str], max_values: Mapping[str, int], colours: str = "binary"
+) -> list[_Column]:
+    """The schema's columns: one per plain field; colours as ``colours`` says (one binary
+    attribute per field, or one per colour group placed at its first member)."""
+    if colours not in COLOUR_MODES:
+        raise ValueError(f"colours must be one of {COLOUR_MODES}, got {colours!r}")
+    if colours == "binary":
+        return [_binary_column(f, max_values[f]) for f in field_order]
     members: dict[str, list[tuple[str, str]]] = {}  # group attribute -> [(field, colour)]
     for field in field_order:
         group = colour_group(field)
@@ -138,10 +163,19 @@ def build_columns(field_order: Sequence[str], max_values: Mapping[str, int]) -> 
         if group is None:
             columns.append(_Column(_plain_attribute(field, max_values[field]), (field,)))
         elif members[group[0]][0][0] == field:
-            fields, colours = zip(*members[group[0]], strict=True)
+            member_fields, names = zip(*members[group[0]], strict=True)
             prefix = field[: len(field) - len(group[1])]
-            columns.append(_Column(Attribute(group[0], tuple(colours), group=prefix), fields))
+            attribute = Attribute(group[0], tuple(names), group=prefix)
+            columns.append(_Column(attribute, tuple(member_fields)))
     return columns
+
+
+def _binary_column(field: str, max_value: int) -> _Column:
+    """APR's column of one field: colour fields are binary, tagged with their family."""
+    group = colour_group(field)
+    if group is None:
+        return _Column(_plain_attribute(field, max_value), (field,))
+    return _Column(Attribute(field, DEFAULT_BINARY, group=group[0]), (field,))
 
 
 def _binary_labels(values: np.ndarray) -> np.ndarray:
@@ -158,7 +192,7 @@ def _colour_labels(members: np.ndarray) -> np.ndarray:
 
 def column_labels(col: _Column, fields: Mapping[str, np.ndarray]) -> np.ndarray:
     """int64 [N] labels of one attribute from one split's raw fields."""
-    if col.attribute.group is not None:
+    if col.attribute.group is not None and len(col.fields) > 1:
         return _colour_labels(np.stack([fields[f] for f in col.fields], axis=1))
     values = fields[col.fields[0]]
     if col.attribute.is_binary:
@@ -202,7 +236,7 @@ def _read_split(struct: Any, where: str) -> tuple[list[str], list[int], dict[str
 
 def _check_values(field: str, values: np.ndarray, col: _Column, where: str) -> None:
     """Raise unless ``values`` fit the attribute's coding (0 = unknown, 1..K)."""
-    top = 2 if col.attribute.group is not None else col.attribute.num_classes
+    top = 2 if col.attribute.group is not None else col.attribute.num_classes  # colours: 1/2
     bad = sorted({int(v) for v in values if v < 0 or v > top})
     if bad:
         raise DatasetError(f"{where}.{field} has values {bad}; expected 0 (unknown) or 1..{top}")
@@ -225,8 +259,9 @@ def read_attribute_mat(path: Path | str) -> dict[str, Any]:
     return {s: getattr(top, s) for s in splits}
 
 
-def load_attribute_tables(path: Path | str) -> dict[str, AttributeTable]:
-    """Every split of an APR attribute file as an :class:`AttributeTable`, one shared schema.
+def load_attribute_tables(path: Path | str, colours: str = "binary") -> dict[str, AttributeTable]:
+    """Every split of an APR attribute file as an :class:`AttributeTable`, one shared schema
+    (``colours``: see :data:`COLOUR_MODES`).
 
     The schema's order follows the ``train`` split's fields (the first split without one);
     every split must have the same set of fields.
@@ -242,7 +277,7 @@ def load_attribute_tables(path: Path | str) -> dict[str, AttributeTable]:
             raise DatasetError(f"{path}: split {s!r} and {ref!r} differ in fields {diff}")
     max_values = {f: max(int(p[2][f].max(initial=0)) for p in parsed.values()) for f in order}
     try:
-        columns = build_columns(order, max_values)
+        columns = build_columns(order, max_values, colours)
     except ValueError as exc:  # e.g. a colour group with a single colour field
         raise DatasetError(f"{path}: cannot build the attribute schema: {exc}") from None
     schema = AttributeSchema(tuple(c.attribute for c in columns), source=path.name)
@@ -269,12 +304,14 @@ def _make_table(
     return table
 
 
-def load_attributes(path: Path | str, split: str = "train") -> AttributeTable:
+def load_attributes(
+    path: Path | str, split: str = "train", colours: str = "binary"
+) -> AttributeTable:
     """One split (``'train'``, ``'test'``...) of an APR attribute file, or ``'all'`` merged.
 
     Merging refuses an identity annotated differently in two splits.
     """
-    tables = load_attribute_tables(path)
+    tables = load_attribute_tables(path, colours)
     if split != "all":
         if split not in tables:
             raise DatasetError(f"{path} has no split {split!r}; it has {sorted(tables)} (or 'all')")

@@ -46,8 +46,8 @@ class ModelConfig:
     """Add a BatchNorm1d (no learnt shift) between the feature and the classifiers; the
     inference embedding is then the normalised feature (Luo et al., "bag of tricks")."""
     dropout: float = 0.0
-    """Dropout before the identity and attribute classifiers (training only). APR follows the
-    IDE baseline of Zheng et al., which uses 0.5."""
+    """Dropout before the identity and attribute classifiers (training only). APR
+    (arXiv 1703.07220v1 Sec. 4.1, Baseline 1, kept for the APR network): 0.9."""
     use_attributes: bool = False
     """Add one softmax classifier per attribute of the schema (APR)."""
     use_local: bool = False
