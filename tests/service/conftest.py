@@ -50,11 +50,19 @@ def random_image(seed: int, fmt: str = "PNG", size: tuple[int, int] = (40, 20)) 
 
 
 @pytest.fixture
-def make_client(model_dir: Path) -> Iterator[Callable[..., TestClient]]:
+def gallery_engine() -> str:
+    """The gallery storage engine of ``make_client``'s services: local, unless a test module
+    overrides this fixture (the API suites run against every engine)."""
+    return "local"
+
+
+@pytest.fixture
+def make_client(model_dir: Path, gallery_engine: str) -> Iterator[Callable[..., TestClient]]:
     """Factory of started TestClients (lifespan run) over a data dir; all closed at the end."""
     clients: list[TestClient] = []
 
     def make(data_dir: Path, model: Path | None = None, **overrides: object) -> TestClient:
+        overrides.setdefault("gallery_backend", gallery_engine)
         settings = Settings(model_dir=model or model_dir, data_dir=data_dir, **overrides)  # type: ignore[arg-type]
         client = TestClient(create_app(settings))
         client.__enter__()

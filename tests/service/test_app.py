@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.service.conftest import encode, random_image
+from tests.service.gallery.helpers import ENGINES
 
 N_ITEMS = 24
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -48,6 +49,12 @@ def _search(client, gallery: str, seed: int, **form: Any) -> Any:
         files={"image": ("q.png", random_image(seed), "image/png")},
         data=form,
     )
+
+
+@pytest.fixture(params=ENGINES)
+def gallery_engine(request: pytest.FixtureRequest) -> str:
+    """Every endpoint of this suite runs against each gallery storage engine."""
+    return str(request.param)
 
 
 @pytest.fixture

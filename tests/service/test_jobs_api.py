@@ -11,12 +11,18 @@ from typing import Any
 
 import pytest
 
-from service.gallery import Gallery, GalleryManager, local_backend
+from service.gallery import Gallery, GalleryManager
 from service.jobs import ArchiveLimits, IndexConfig, IndexProgress, index_source, open_source
 from service.runtime import ModelRuntime
 from tests.service.conftest import TINY_DIM, random_image
-from tests.service.gallery.helpers import stored
+from tests.service.gallery.helpers import ENGINES, make_backend, stored
 from tests.service.jobs.archives import crops, make_tar, make_zip
+
+
+@pytest.fixture(params=ENGINES)
+def gallery_engine(request: pytest.FixtureRequest) -> str:
+    """Bulk jobs write into each gallery storage engine."""
+    return str(request.param)
 
 
 def submit(client: Any, data: bytes, gallery: str = "g", name: str = "a.tar") -> dict[str, Any]:
@@ -177,10 +183,11 @@ def test_report_survives_restart(make_client: Callable[..., Any], tmp_path: Path
     assert [j["id"] for j in listed] == [job["id"]] and listed[0]["failures"] is None
 
 
-def test_cancel_stops_between_batches(model_dir: Path, tmp_path: Path) -> None:
+def test_cancel_stops_between_batches(model_dir: Path, tmp_path: Path, gallery_engine: str) -> None:
     """The pipeline stops at the next batch once cancelled; what it reported is stored."""
     runtime = ModelRuntime.load(model_dir)
-    galleries = GalleryManager(local_backend(tmp_path), runtime.manifest.model_id, TINY_DIM)
+    backend = make_backend(tmp_path, gallery_engine)
+    galleries = GalleryManager(backend, runtime.manifest.model_id, TINY_DIM)
     gallery = galleries.get_or_create("g")
     path = tmp_path / "a.tar"
     path.write_bytes(make_tar(crops(50)))

@@ -1,0 +1,456 @@
+"""The ``milvus`` gallery engine: galleries as Milvus collections, through ``pymilvus``.
+
+The same client code talks to a Milvus cluster, Milvus standalone, or Milvus Lite in-process
+(a ``*.db`` path: tests and single-process use).
+
+Layout: **one collection per gallery** (``reid_g_<name>``), not one collection with a
+partition key. Galleries are created and deleted whole (dropping a collection is one cheap
+call; deleting a partition-key value rewrites segments), each records its own model and
+embedding dimension (a collection has one vector dimension, and galleries built by models of
+different dimensions must coexist until re-indexed), and each can get its own index type and
+replica count. Milvus's default limit of 65,536 collections per cluster is far above the
+number of galleries a deployment keeps; a partition key pays off for very many small tenants,
+which galleries are not.
+
+Fields: ``id`` (INT64 primary key, allocated by Milvus, unique across replicas),
+``external_id``, ``camera`` (VARCHAR), ``ts`` (DOUBLE) and ``has_ts`` (BOOL, false for items
+whose capture time is unknown) are typed scalars so the camera and time filters run as
+Milvus filter expressions on the server; ``metadata`` and ``attributes`` are JSON (attribute
+names depend on the model); ``vec`` is the unit embedding under an inner-product index.
+The model id, dimension and gallery name are collection properties, checked on every open.
+
+Consistency: reads and searches default to ``Strong``, so an item whose add was acknowledged
+by any replica is found by the next search on every replica (Milvus waits until the query
+nodes have consumed every write before that search's timestamp). ``Session`` gives the same
+within one client (one replica) at lower latency.
+
+Idempotent adds across replicas: the external id is checked before inserting, and after
+inserting the batch's external ids are read back; when two writers raced, every duplicate
+but the lowest id is deleted and reported as already present, so both converge on one item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import ItemNotFound
+from service.gallery.backend import GalleryBackend, GalleryMissing, GalleryStore, check_model
+from service.gallery.factory import MilvusOptions
+from service.gallery.types import AddResult, GalleryStats, Hits, Item, NewItem, SearchFilter
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "reid_g_"
+"""Collection name prefix of galleries (other collections of the database are left alone)."""
+_ESCAPES = {"_": "_u", ".": "_d", "-": "_h"}
+_UNESCAPES = {v[1]: k for k, v in _ESCAPES.items()}
+MAX_STRING = 1024
+"""Longest camera / external id stored (VARCHAR max_length)."""
+_CHUNK = 1000
+"""Ids or strings per filter expression or get call."""
+_ITEM_FIELDS = ["id", "external_id", "camera", "ts", "has_ts", "metadata", "attributes"]
+
+
+def collection_name(gallery: str) -> str:
+    """Milvus collection names allow letters, digits and ``_``: escape ``_ . -`` reversibly."""
+    return PREFIX + "".join(_ESCAPES.get(c, c) for c in gallery)
+
+
+def gallery_name(collection: str) -> str | None:
+    """The gallery a collection holds, or None when it is not one of ours."""
+    if not collection.startswith(PREFIX):
+        return None
+    out, it = [], iter(collection[len(PREFIX) :])
+    for c in it:
+        if c == "_":
+            nxt = next(it, "")
+            if nxt not in _UNESCAPES:
+                return None
+            out.append(_UNESCAPES[nxt])
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _strings(values: Iterable[str]) -> str:
+    """A Milvus expression list literal of strings (JSON escaping: quotes and backslashes)."""
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+def filter_expression(filt: SearchFilter) -> str:
+    """The filter's cameras and time range as a Milvus boolean expression ('' when none).
+
+    Milvus Lite rejects chained comparisons (``a <= ts < b``): each bound is its own term.
+    """
+    terms = []
+    if filt.cameras is not None:
+        terms.append(f"camera in {_strings(sorted(filt.cameras))}")
+    if filt.exclude_cameras:
+        terms.append(f"camera not in {_strings(sorted(filt.exclude_cameras))}")
+    if filt.time_from is not None or filt.time_to is not None:
+        terms.append("has_ts == true")
+    if filt.time_from is not None:
+        terms.append(f"ts >= {float(filt.time_from)!r}")
+    if filt.time_to is not None:
+        terms.append(f"ts < {float(filt.time_to)!r}")
+    return " and ".join(terms)
+
+
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _known_time(ts: float | None) -> bool:
+    return ts is not None and math.isfinite(ts)
+
+
+class MilvusStore(GalleryStore):
+    """One gallery as one Milvus collection; thread-safe (the client is)."""
+
+    def __init__(
+        self, backend: MilvusBackend, name: str, model_id: str, dim: int, index: str
+    ) -> None:
+        self.backend = backend
+        self.client = backend.client
+        self.name = name
+        self.collection = collection_name(name)
+        self.model_id = model_id
+        self.dim = dim
+        self.index = index
+        self.consistency = backend.options.consistency
+        self._write_lock = threading.Lock()
+        """Serialises this process's adds: with the read-back, one writer at a time here."""
+
+    # ------------------------------------------------------------------ writes
+    def add(self, items: Sequence[NewItem], embeddings: np.ndarray) -> list[AddResult]:
+        with self._write_lock:
+            known = self.find_external([i.external_id for i in items if i.external_id])
+            results: list[AddResult | None] = []
+            rows: list[dict[str, Any]] = []
+            slots: list[int] = []
+            batch: dict[str, int] = {}  # external id -> index in results (repeats in a batch)
+            for j, it in enumerate(items):
+                ext = it.external_id
+                if ext is not None and ext in known:
+                    results.append(AddResult(known[ext], ext, created=False))
+                elif ext is not None and ext in batch:
+                    results.append(None)  # filled from the first one below
+                else:
+                    if ext is not None:
+                        batch[ext] = len(results)
+                    slots.append(len(results))
+                    results.append(None)
+                    rows.append(self._row(it, embeddings[j]))
+            if rows:
+                ids = self.client.insert(self.collection, rows)["ids"]
+                for slot, item_id in zip(slots, ids, strict=True):
+                    results[slot] = AddResult(int(item_id), items[slot].external_id, created=True)
+                self._settle_duplicates(results, [items[s].external_id for s in slots])
+            for j, it in enumerate(items):
+                if results[j] is None and it.external_id is not None:
+                    first = results[batch[it.external_id]]
+                    assert first is not None
+                    results[j] = AddResult(first.id, it.external_id, created=False)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _row(it: NewItem, emb: np.ndarray) -> dict[str, Any]:
+        ts = it.timestamp
+        known = _known_time(ts)
+        return {
+            "external_id": it.external_id or "",
+            "camera": it.camera,
+            "ts": float(ts) if known else 0.0,
+            "has_ts": known,
+            "metadata": dict(it.metadata),
+            "attributes": dict(it.attributes),
+            "created": time.time(),
+            "vec": np.asarray(emb, dtype=np.float32).tolist(),
+        }
+
+    def _settle_duplicates(self, results: list[AddResult | None], exts: list[str | None]) -> None:
+        """Another writer added one of these external ids at the same time: keep the lowest
+        id everywhere, delete ours if it is not, and report the item as already present."""
+        mine = [e for e in exts if e]
+        if not mine:
+            return
+        owners: dict[str, list[int]] = {}
+        for e, i in self._external_rows(mine):
+            owners.setdefault(e, []).append(i)
+        losers = []
+        for k, r in enumerate(results):
+            if r is None or not r.created or r.external_id not in owners:
+                continue
+            keep = min(owners[r.external_id])
+            if keep != r.id:
+                losers.append(r.id)
+                results[k] = AddResult(keep, r.external_id, created=False)
+        if losers:
+            self.client.delete(self.collection, ids=losers)
+            logger.info("gallery %s: %d concurrent duplicates removed", self.name, len(losers))
+
+    def delete(self, item_id: int) -> None:
+        if not self._get([item_id], ["id"]):
+            raise ItemNotFound(self.name, item_id)
+        self.client.delete(self.collection, ids=[int(item_id)])
+
+    # ------------------------------------------------------------------ reads
+    def _get(self, item_ids: Sequence[int], fields: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks([int(i) for i in item_ids]):
+            out += self.client.get(
+                self.collection,
+                ids=list(chunk),
+                output_fields=fields,
+                consistency_level=self.consistency,
+            )
+        return out
+
+    def _external_rows(self, external_ids: Sequence[str]) -> list[tuple[str, int]]:
+        out = []
+        for chunk in _chunks(sorted(set(external_ids))):
+            rows = self.client.query(
+                self.collection,
+                filter=f"external_id in {_strings(chunk)}",
+                output_fields=["id", "external_id"],
+                consistency_level=self.consistency,
+            )
+            out += [(str(r["external_id"]), int(r["id"])) for r in rows]
+        return out
+
+    def find_external(self, external_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for e, i in self._external_rows([e for e in external_ids if e]):
+            found[e] = min(i, found.get(e, i))
+        return found
+
+    def fetch(self, item_ids: Sequence[int]) -> dict[int, Item]:
+        return {int(r["id"]): _item(r) for r in self._get(item_ids, _ITEM_FIELDS)}
+
+    def vectors(self, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        got = {int(r["id"]): r["vec"] for r in self._get(item_ids, ["id", "vec"])}
+        ids = [int(i) for i in item_ids if int(i) in got]
+        emb = np.array([got[i] for i in ids], dtype=np.float32).reshape(len(ids), self.dim)
+        return np.array(ids, dtype=np.int64), emb
+
+    def _scan(self, fields: list[str]) -> Iterable[dict[str, Any]]:
+        """Every item's ``fields`` (a query iterator: no result-size limit)."""
+        it = self.client.query_iterator(
+            self.collection,
+            batch_size=4096,
+            filter="id >= 0 or id < 0",
+            output_fields=fields,
+            consistency_level=self.consistency,
+        )
+        try:
+            while batch := it.next():
+                yield from batch
+        finally:
+            it.close()
+
+    def item_ids(self) -> np.ndarray:
+        return np.sort(np.array([int(r["id"]) for r in self._scan(["id"])], dtype=np.int64))
+
+    def search(self, queries: np.ndarray, k: int, filt: SearchFilter) -> list[Hits]:
+        q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if k <= 0 or len(q) == 0 or (filt.cameras is not None and not filt.cameras):
+            return [Hits.empty() for _ in q]
+        params = {"metric_type": "IP", "params": dict(self.backend.options.search_params)}
+        res = self.client.search(
+            self.collection,
+            data=q.tolist(),
+            limit=k,
+            filter=filter_expression(filt),
+            output_fields=[],
+            search_params=params,
+            consistency_level=self.consistency,
+        )
+        return [_hits(hits) for hits in res]
+
+    def stats(self) -> GalleryStats:
+        cams: dict[str, int] = {}
+        tmin = tmax = None
+        for r in self._scan(["camera", "ts", "has_ts"]):
+            cams[r["camera"]] = cams.get(r["camera"], 0) + 1
+            if r["has_ts"]:
+                ts = float(r["ts"])
+                tmin = ts if tmin is None else min(tmin, ts)
+                tmax = ts if tmax is None else max(tmax, ts)
+        return GalleryStats(
+            self.name,
+            sum(cams.values()),
+            cams,
+            self.dim,
+            self.model_id,
+            f"milvus:{self.index}",
+            tmin,
+            tmax,
+        )
+
+    def count(self) -> int:
+        rows = self.client.query(
+            self.collection,
+            filter="",
+            output_fields=["count(*)"],
+            consistency_level=self.consistency,
+        )
+        return int(rows[0]["count(*)"])
+
+    def close(self) -> None:
+        """Nothing per gallery: the backend owns the client."""
+
+
+def _hits(hits: Iterable[Any]) -> Hits:
+    pairs = [(int(h["id"]), float(h["distance"])) for h in hits]
+    if not pairs:
+        return Hits.empty()
+    ids = np.array([p[0] for p in pairs], dtype=np.int64)
+    scores = np.array([p[1] for p in pairs], dtype=np.float32)
+    order = np.lexsort((ids, -scores))  # as the local engine: score, then id
+    return Hits(ids[order], scores[order])
+
+
+def _item(r: dict[str, Any]) -> Item:
+    return Item(
+        id=int(r["id"]),
+        camera=str(r["camera"]),
+        timestamp=float(r["ts"]) if r["has_ts"] else math.nan,
+        external_id=str(r["external_id"]) or None,
+        metadata=dict(r["metadata"] or {}),
+        attributes=dict(r["attributes"] or {}),
+    )
+
+
+class _LiteServers:
+    """Milvus Lite servers this process started, released when their last backend closes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users: dict[str, int] = {}
+
+    def acquire(self, path: str) -> None:
+        with self._lock:
+            self._users[path] = self._users.get(path, 0) + 1
+
+    def release(self, path: str) -> None:
+        with self._lock:
+            self._users[path] -= 1
+            if self._users[path]:
+                return
+            del self._users[path]
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(path)
+
+
+_LITE = _LiteServers()
+
+
+class MilvusBackend(GalleryBackend):
+    """The galleries of one Milvus database."""
+
+    kind = "milvus"
+
+    def __init__(self, options: MilvusOptions, data_dir: Path) -> None:
+        from pymilvus import MilvusClient
+
+        self.options = options
+        uri = options.uri or str(Path(data_dir) / "milvus.db")
+        self._lite = uri.endswith(".db")
+        if self._lite:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            uri = str(Path(uri).resolve())
+            _LITE.acquire(uri)
+        self.uri = uri
+        kwargs: dict[str, Any] = {"uri": uri}
+        if options.token:
+            kwargs["token"] = options.token
+        if options.db_name:
+            kwargs["db_name"] = options.db_name
+        self.client = MilvusClient(**kwargs)
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        found = (gallery_name(c) for c in self.client.list_collections())
+        return sorted(n for n in found if n is not None)
+
+    def _properties(self, name: str) -> dict[str, str]:
+        if not self.client.has_collection(collection_name(name)):
+            raise GalleryMissing(name)
+        return dict(self.client.describe_collection(collection_name(name)).get("properties", {}))
+
+    def recorded_model(self, name: str) -> tuple[str, int]:
+        props = self._properties(name)
+        if "reid.model_id" not in props:
+            raise GalleryMissing(name)
+        return props["reid.model_id"], int(props["reid.dim"])
+
+    def open(self, name: str, model_id: str, dim: int, create: bool = False) -> MilvusStore:
+        with self._lock:
+            if create and not self.client.has_collection(collection_name(name)):
+                self._create(name, model_id, dim)
+            props = self._properties(name)
+            rec_dim = int(props["reid.dim"]) if "reid.dim" in props else None
+            where = f"Milvus collection {collection_name(name)}"
+            check_model(name, where, (props.get("reid.model_id"), rec_dim), model_id, dim)
+            self.client.load_collection(collection_name(name))
+        return MilvusStore(self, name, model_id, dim, props.get("reid.index", "?"))
+
+    def _create(self, name: str, model_id: str, dim: int) -> None:
+        from pymilvus import DataType, MilvusClient, MilvusException
+
+        schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("external_id", DataType.VARCHAR, max_length=MAX_STRING)
+        schema.add_field("camera", DataType.VARCHAR, max_length=MAX_STRING)
+        schema.add_field("ts", DataType.DOUBLE)
+        schema.add_field("has_ts", DataType.BOOL)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("attributes", DataType.JSON)
+        schema.add_field("created", DataType.DOUBLE)
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index(
+            "vec",
+            index_type=self.options.index_type,
+            metric_type="IP",
+            params=dict(self.options.index_params),
+        )
+        props = {
+            "reid.model_id": model_id,
+            "reid.dim": str(dim),
+            "reid.gallery": name,
+            "reid.index": self.options.index_type,
+        }
+        try:
+            self.client.create_collection(
+                collection_name(name),
+                schema=schema,
+                index_params=index,
+                consistency_level=self.options.consistency,
+                properties=props,
+            )
+        except MilvusException:
+            if not self.client.has_collection(collection_name(name)):
+                raise  # not another replica creating it at the same time
+        logger.info("gallery %s: Milvus collection %s created", name, collection_name(name))
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self.client.drop_collection(collection_name(name))
+
+    def close(self) -> None:
+        self.client.close()
+        if self._lite:
+            _LITE.release(self.uri)
+            self._lite = False
