@@ -8,6 +8,7 @@ so nothing is added twice. Jobs run one at a time, in submission order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -18,9 +19,10 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-from service.errors import InvalidInput, JobNotFound, ServiceError
+from service.errors import GalleryNotFound, InvalidInput, JobNotFound, ServiceError
 from service.gallery import GalleryManager, check_name
 from service.jobs.pipeline import IndexConfig, IndexProgress, Model, index_source
+from service.jobs.rules import NamingRules
 from service.jobs.sources import ArchiveLimits, open_source
 from service.jobs.store import JobRecord, JobState, JobStore
 
@@ -76,10 +78,17 @@ class JobManager:
         self._thread = threading.Thread(target=self._work, name="index-jobs", daemon=True)
 
     def start(self) -> None:
-        """Re-queue jobs left unfinished by a previous process, then start the worker."""
-        for job in self.store.unfinished():
+        """Re-queue jobs left unfinished by a previous process, remove uploads no job holds
+        (a kill during an upload leaves one), then start the worker."""
+        unfinished = self.store.unfinished()
+        for job in unfinished:
             logger.info("resuming job %s (%s, gallery %s)", job.id, job.source, job.gallery)
             self._queue.put(job.id)
+        kept = {Path(j.archive_path).name for j in unfinished if j.archive_path}
+        for stray in self.uploads.glob("*.upload"):
+            if stray.name not in kept:
+                logger.info("removing %s, an upload no job holds", stray)
+                stray.unlink(missing_ok=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -90,21 +99,31 @@ class JobManager:
             self._thread.join(timeout=30)
         self.store.close()
 
-    def submit(self, gallery: str, upload: BinaryIO, filename: str) -> JobRecord:
-        """Store the archive and queue a job for it; returns at once."""
+    def submit(
+        self, gallery: str, upload: BinaryIO, filename: str, rules: NamingRules | None = None
+    ) -> JobRecord:
+        """Store the archive and queue a job for it; returns at once. ``rules`` (camera folder
+        level, time source) are recorded in the job and used when it runs."""
         check_name(gallery)
-        self.galleries.get_or_create(gallery)  # invalid name or other model: refused now
+        rules = rules or NamingRules(fps=self.config.fps)
+        self._check_gallery(gallery)  # other model: refused now, before the upload
         path = self.uploads / f"{uuid.uuid4().hex}.upload"
         try:
             sha = save_upload(upload, path, self.max_archive_bytes)
             check_archive(path, filename)
+            self.galleries.get_or_create(gallery)  # created only for an accepted archive
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        job_id = self.store.create(gallery, filename, str(path), sha)
+        job_id = self.store.create(gallery, filename, str(path), sha, naming=rules.to_dict())
         self._queue.put(job_id)
         logger.info("job %s queued: %s (%s) into gallery %s", job_id, filename, sha[:12], gallery)
         return self.get(job_id)
+
+    def _check_gallery(self, name: str) -> None:
+        """Raise :class:`ModelMismatch` when ``name`` exists under another model."""
+        with contextlib.suppress(GalleryNotFound):
+            self.galleries.get(name)
 
     def get(self, job_id: str) -> JobRecord:
         job = self.store.get(job_id)
@@ -118,10 +137,9 @@ class JobManager:
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued or running job (items already added stay); finished jobs unchanged."""
         job = self.get(job_id)
-        if job.state == JobState.QUEUED:
-            self.store.set_state(job_id, JobState.CANCELLED)
-            self._discard_upload(job)
-        elif job.state == JobState.RUNNING:
+        if job.state == JobState.QUEUED and self.store.cancel_queued(job_id):
+            self._discard_upload(job)  # the worker's start() now refuses it
+        elif job.state in (JobState.QUEUED, JobState.RUNNING):  # started meanwhile
             self._cancel.add(job_id)
         return self.get(job_id)
 
@@ -150,7 +168,8 @@ class JobManager:
         except ServiceError as exc:
             self._finish(job_id, JobState.FAILED, str(exc))
             return
-        self.store.start(job_id, len(source.names))
+        if not self.store.start(job_id, len(source.names)):  # cancelled while it was opened
+            return
 
         def report(p: IndexProgress) -> None:
             self.store.progress(job_id, p.added, p.duplicates, p.failures, p.seconds)
@@ -163,9 +182,17 @@ class JobManager:
                 self.config,
                 report,
                 lambda: job_id in self._cancel or self._stop.is_set(),
+                NamingRules.from_dict(job.naming) if job.naming else None,
+                _Claims(self.store, job_id),
             )
-        except ServiceError as exc:
-            self._finish(job_id, JobState.FAILED, str(exc))
+        except Exception as exc:
+            if self._gallery_exists(job.gallery):
+                if not isinstance(exc, ServiceError):
+                    raise
+                msg = str(exc)
+            else:
+                msg = f"gallery {job.gallery!r} was deleted while the job ran"
+            self._finish(job_id, JobState.FAILED, msg)
             return
         if completed:
             self._finish(job_id, JobState.SUCCEEDED)
@@ -174,8 +201,17 @@ class JobManager:
         else:  # shutting down: resume at the next start
             self.store.set_state(job_id, JobState.QUEUED)
 
+    def _gallery_exists(self, name: str) -> bool:
+        try:
+            self.galleries.get(name)
+        except GalleryNotFound:
+            return False
+        return True
+
     def _finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
-        self.store.set_state(job_id, state, error)
+        """End the job, unless it already ended (a cancel that came first stays)."""
+        self.store.finish(job_id, state, error)
+        self.store.forget_claims(job_id)
         self._cancel.discard(job_id)
         job = self.store.get(job_id, with_failures=False)
         if job is not None:
@@ -193,3 +229,16 @@ class JobManager:
     def _discard_upload(self, job: JobRecord) -> None:
         if job.archive_path:
             Path(job.archive_path).unlink(missing_ok=True)
+
+
+class _Claims:
+    """The job store's claims of one job (:class:`service.jobs.pipeline.Claims`)."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store, self.job_id = store, job_id
+
+    def claimed(self) -> set[str]:
+        return self.store.claimed(self.job_id)
+
+    def claim(self, external_ids: list[str]) -> None:
+        self.store.claim(self.job_id, external_ids)

@@ -13,9 +13,10 @@ reported only after the commit.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
-import posixpath
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -32,7 +33,8 @@ from service.cpu import available_cpus
 from service.errors import ImageDecodeError
 from service.gallery import Gallery, NewItem
 from service.images import decode_upload
-from service.jobs.naming import DEFAULT_FPS, ItemInfo, parse_dataset_name
+from service.jobs.naming import DEFAULT_FPS, ItemInfo
+from service.jobs.rules import NamingRules, resolve
 from service.jobs.sources import Member, Source
 from service.jobs.store import Failure
 from service.runtime import Inference
@@ -76,6 +78,19 @@ class IndexProgress:
     """Wall time since the previous report."""
 
 
+class Claims(Protocol):
+    """What a resumable job remembers of the items it adds (:class:`JobManager`'s store).
+
+    Before a batch is stored its external ids are claimed; when the job is resumed after a
+    crash, members found in the gallery under an id it claimed are its own additions, counted
+    as added, not as duplicates.
+    """
+
+    def claimed(self) -> set[str]: ...
+
+    def claim(self, external_ids: list[str]) -> None: ...
+
+
 @dataclass(frozen=True)
 class _New:
     """A member not yet in the gallery."""
@@ -84,6 +99,16 @@ class _New:
     data: bytes
     external_id: str
     info: ItemInfo
+    raw_name_hex: str | None = None
+
+    def failure(self, reason: str) -> Failure:
+        if self.raw_name_hex is not None:
+            reason = f"{reason} (raw name bytes: {self.raw_name_hex})"
+        return Failure(self.name, reason)
+
+    def metadata(self) -> dict[str, object]:
+        raw = {} if self.raw_name_hex is None else {"file_bytes_hex": self.raw_name_hex}
+        return {**self.info.metadata, "file": self.name, **raw}
 
 
 @dataclass
@@ -101,9 +126,9 @@ def external_id(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def member_info(member: Member, infos: dict[str, ItemInfo], fps: float) -> ItemInfo | None:
-    """Camera/time from the manifest, else from a dataset-style file name."""
-    return infos.get(posixpath.normpath(member.name)) or parse_dataset_name(member.name, fps)
+def member_info(member: Member, infos: dict[str, ItemInfo], rules: NamingRules) -> ItemInfo | str:
+    """Camera/time from the manifest, a dataset-style name or the job's rules; else why not."""
+    return resolve(member.name, member.data or b"", member.mtime, infos, rules)
 
 
 def available_workers(config: IndexConfig) -> int:
@@ -121,12 +146,19 @@ class _Indexer:
         model: Model,
         config: IndexConfig,
         report: Callable[[IndexProgress], None],
+        rules: NamingRules,
+        claims: Claims | None = None,
     ) -> None:
         self.source, self.gallery, self.model, self.config = source, gallery, model, config
+        self.rules = rules
         self.report = report
+        self.claims = claims
+        self.claimed = set() if claims is None else claims.claimed()
+        """External ids this job stored before it was interrupted (resumed jobs)."""
         self.pending = IndexProgress()
-        self.in_flight: set[str] = set()
-        """External ids sent to a worker and not yet committed (repeats inside a source)."""
+        self.in_flight: dict[str, list[_New]] = {}
+        """External ids sent to a worker and not yet committed, with the later members of
+        identical bytes waiting on them (stripped of their bytes): they share its outcome."""
         self.clock = time.perf_counter()
 
     def batches(
@@ -152,22 +184,28 @@ class _Indexer:
         candidates: list[_New] = []
         for m in chunk:
             if m.data is None:
-                self.pending.failures.append(Failure(m.name, m.error or "unreadable"))
+                self.pending.failures.append(
+                    Failure(m.name, m.failure_reason(m.error or "unreadable"))
+                )
                 continue
-            info = member_info(m, self.source.infos, self.config.fps)
-            if info is None:
-                reason = "no camera/timestamp: not in a manifest and not a Market-1501/DukeMTMC-style name"
-                self.pending.failures.append(Failure(m.name, reason))
+            info = member_info(m, self.source.infos, self.rules)
+            if isinstance(info, str):  # why it has no camera
+                self.pending.failures.append(Failure(m.name, m.failure_reason(info)))
                 continue
-            candidates.append(_New(m.name, m.data, external_id(m.data), info))
+            candidates.append(_New(m.name, m.data, external_id(m.data), info, m.raw_name_hex))
         known = self.gallery.find_external([c.external_id for c in candidates])
         fresh = []
         for c in candidates:
-            if c.external_id in known or c.external_id in self.in_flight:
-                self.pending.duplicates += 1
-            else:
-                self.in_flight.add(c.external_id)
+            if c.external_id in self.in_flight:
+                self.in_flight[c.external_id].append(dataclasses.replace(c, data=b""))
+            elif c.external_id not in known:
+                self.in_flight[c.external_id] = []
                 fresh.append(c)
+            elif c.external_id in self.claimed:  # stored by this job before an interruption
+                self.claimed.discard(c.external_id)
+                self.pending.added += 1
+            else:
+                self.pending.duplicates += 1
         return fresh
 
     def encode(self, batch: list[_New]) -> _Encoded:
@@ -178,7 +216,7 @@ class _Indexer:
         failed: list[tuple[_New, str]] = []
         for m in batch:
             try:
-                image = decode_upload(m.data, self.config.max_image_pixels, m.name)
+                image = decode_upload(m.data, self.config.max_image_pixels, m.name, cfg)
                 to_array(image, cfg, out=tensors[len(decoded)])
             except ImageDecodeError as exc:
                 failed.append((m, str(exc)))
@@ -188,26 +226,35 @@ class _Indexer:
         return _Encoded(decoded, inference, failed)
 
     def commit(self, encoded: _Encoded) -> None:
-        """One gallery transaction for the batch, then report (after the commit)."""
-        self.pending.failures += [Failure(m.name, reason) for m, reason in encoded.failed]
+        """One gallery transaction for the batch, then report (after the commit).
+
+        Identical members waiting on a member of the batch share its outcome: duplicates of
+        it once stored, failures with its reason when it did not decode.
+        """
+        for m, reason in encoded.failed:
+            self.pending.failures += [
+                r.failure(reason) for r in [m, *self.in_flight.pop(m.external_id)]
+            ]
         if encoded.inference is not None:
             out = encoded.inference
             items = [
                 NewItem(
                     camera=m.info.camera,
-                    timestamp=m.info.timestamp,
+                    timestamp=math.nan if m.info.timestamp is None else m.info.timestamp,
                     external_id=m.external_id,
-                    metadata={**m.info.metadata, "file": m.name},
+                    metadata=m.metadata(),
                     attributes=predictions(self.model.schema, out.attributes, row),
                 )
                 for row, m in enumerate(encoded.members)
             ]
+            if self.claims is not None:
+                self.claims.claim([m.external_id for m in encoded.members])
             results = self.gallery.add(items, out.embeddings)
             created = sum(1 for x in results if x.created)
             self.pending.added += created
             self.pending.duplicates += len(results) - created
-        for m in [*encoded.members, *(m for m, _ in encoded.failed)]:
-            self.in_flight.discard(m.external_id)
+        for m in encoded.members:
+            self.pending.duplicates += len(self.in_flight.pop(m.external_id))
         self.flush()
 
     def flush(self) -> None:
@@ -236,17 +283,24 @@ def index_source(
     config: IndexConfig,
     report: Callable[[IndexProgress], None],
     cancelled: Callable[[], bool] = lambda: False,
+    rules: NamingRules | None = None,
+    claims: Claims | None = None,
 ) -> bool:
     """Index every member of ``source`` into ``gallery``; False when cancelled mid-way.
 
     ``report`` is called after each committed batch (and once at the end) with what changed.
-    Members already in the gallery (same bytes) are counted as duplicates, never re-added;
-    unreadable or non-image members are reported as failures with their reason. Once
+    Members already in the gallery (same bytes) are counted as duplicates, never re-added,
+    unless ``claims`` says this job itself stored them before it was interrupted (added);
+    unreadable or non-image members are reported as failures with their reason, and so are
+    the members identical to them. Camera and
+    time of names with no convention come from ``rules`` (default: the camera folder, time
+    unknown; :mod:`service.jobs.rules`); an unknown time is stored as NaN. Once
     cancelled, batches still with the workers are dropped: nothing is committed or reported
     after the last report.
     """
     workers = available_workers(config)
-    run = _Indexer(source, gallery, model.for_workers(workers), config, report)
+    rules = rules or NamingRules(fps=config.fps)
+    run = _Indexer(source, gallery, model.for_workers(workers), config, report, rules, claims)
     with ThreadPoolExecutor(workers, thread_name_prefix="index") as pool:
         queued: deque[Future[_Encoded]] = deque()
         try:
