@@ -163,7 +163,7 @@ class JobManager:
             self.store.set_state(job_id, JobState.FAILED, msg)
             return
         try:
-            source = open_source(job.archive_path or "", self.limits)
+            source = open_source(job.archive_path or "", self.limits, label=job.source)
             gallery = self.galleries.get_or_create(job.gallery)
         except ServiceError as exc:
             self._finish(job_id, JobState.FAILED, str(exc))

@@ -126,22 +126,25 @@ def unsafe_reason(name: str) -> str | None:
     return None
 
 
-def open_source(path: str | os.PathLike[str], limits: ArchiveLimits) -> Source:
-    """Scan a folder, tar (optionally compressed) or zip archive; raises :class:`ArchiveError`."""
+def open_source(
+    path: str | os.PathLike[str], limits: ArchiveLimits, label: str | None = None
+) -> Source:
+    """Scan a folder, tar (optionally compressed) or zip archive; raises :class:`ArchiveError`
+    whose message starts with ``label`` (default: the file's name; jobs give the uploaded one)."""
     p = Path(path)
     if p.is_dir():
         return DirectorySource(p, limits)
     if not p.is_file():
-        raise ArchiveError(f"{p}: no such file or folder")
+        raise ArchiveError(f"{label or p}: no such file or folder")
     if zipfile.is_zipfile(p):
-        return ZipSource(p, limits)
+        return ZipSource(p, limits, label)
     try:
         is_tar = tarfile.is_tarfile(p)
     except OSError:
         is_tar = False
     if is_tar:
-        return TarSource(p, limits)
-    raise ArchiveError(f"{p.name}: not a tar or zip archive")
+        return TarSource(p, limits, label)
+    raise ArchiveError(f"{label or p.name}: not a tar or zip archive")
 
 
 def _check_counts(label: str, count: int, total: int, limits: ArchiveLimits) -> None:
@@ -243,8 +246,8 @@ class TarSource:
     (and repaired for storage by :meth:`Member.of`).
     """
 
-    def __init__(self, path: Path, limits: ArchiveLimits) -> None:
-        self.label = path.name
+    def __init__(self, path: Path, limits: ArchiveLimits, label: str | None = None) -> None:
+        self.label = label or path.name
         self.path = path
         self.limits = limits
         self.names: list[str] = []
@@ -305,8 +308,8 @@ class ZipSource:
     (which :mod:`zipfile` refuses) are read as bytes and repaired like tar names.
     """
 
-    def __init__(self, path: Path, limits: ArchiveLimits) -> None:
-        self.label = path.name
+    def __init__(self, path: Path, limits: ArchiveLimits, label: str | None = None) -> None:
+        self.label = label or path.name
         self.path = path
         self.limits = limits
         self.raw_names = False

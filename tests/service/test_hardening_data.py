@@ -200,13 +200,25 @@ def test_cancel_at_the_instant_the_worker_picks_the_job_wins(
     target = (jobs.store, "start") if where == "start" else (manager_mod, "open_source")
     original = getattr(*target)
 
-    def cancel_first(job_id_or_path: str, *args: Any) -> Any:
+    def cancel_first(*args: Any, **kwargs: Any) -> Any:
         for job in jobs.store.unfinished():
             jobs.cancel(job.id)
-        return original(job_id_or_path, *args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(*target, cancel_first)
     job = wait(c, submit(c, make_tar(crops(4)))["id"])
     assert job["state"] == "cancelled", job
     assert job["added"] == 0
+    assert c.get("/v1/galleries/g").json()["items"] == 0
+
+
+def test_deeply_nested_manifest_fails_the_job_naming_the_upload_and_the_file(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    c = make_client(tmp_path)
+    nested = ("[" * 100_000 + "]" * 100_000).encode()
+    archive = make_tar({**crops(2), "manifest.json": nested})
+    job = wait(c, submit(c, archive, name="bad.tar")["id"])
+    assert job["state"] == "failed"
+    assert job["error"] == "bad.tar: manifest.json: invalid JSON (nested too deeply)"
     assert c.get("/v1/galleries/g").json()["items"] == 0
