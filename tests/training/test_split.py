@@ -10,7 +10,13 @@ import pytest
 
 from training.data.errors import DatasetError
 from training.data.readers import read_market
-from training.data.split import eligible_identities, relabel, split_validation, with_validation
+from training.data.split import (
+    carve_queries,
+    eligible_identities,
+    relabel,
+    split_validation,
+    with_validation,
+)
 from training.data.types import ReidDataset, Sample
 
 
@@ -127,3 +133,22 @@ def test_real_cuhk03_np_validation_split(shared_data: Path) -> None:
     assert max(per_id.values()) <= 2 and len(query) == sum(per_id.values())
     _, mapping = relabel(train)
     assert sorted(mapping.values()) == list(range(667))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_carve_queries_brute_force(seed: int) -> None:
+    """One query per (identity, camera) with >= 2 images; junk and distractors stay gallery."""
+    spec = random_spec(seed, num_ids=30)
+    spec[0] = {1: 3}
+    spec[-1] = {2: 2}
+    samples = make_samples(spec)
+    query, gallery = carve_queries(samples, seed)
+    assert sorted(query + gallery, key=lambda s: s.path) == sorted(samples, key=lambda s: s.path)
+    want = sorted((p, c) for p, cams in spec.items() if p > 0 for c, n in cams.items() if n >= 2)
+    assert sorted((q.pid, q.camid) for q in query) == want
+    assert carve_queries(samples, seed) == (query, gallery)  # seeded
+
+
+def test_carve_queries_needs_two_images_somewhere() -> None:
+    with pytest.raises(DatasetError, match="cannot carve a query split"):
+        carve_queries(make_samples({1: {1: 1, 2: 1}, 0: {1: 5}}))
