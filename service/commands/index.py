@@ -6,10 +6,13 @@ thread pool, full model batches, one gallery transaction per batch, and a job ro
 identified by the sha256 of their bytes, so an interrupted run (Ctrl-C, kill, power loss) is
 finished by running the same command again: nothing is added twice.
 
-Running it while ``reid serve`` serves the same data directory is safe for the data (SQLite
-WAL transactions, unique external ids: no corruption, no duplicates), but the running
-service does not see the new items until it restarts, because its search index lives in
-memory. Stop the service first, or restart it afterwards.
+Running it while ``reid serve`` serves the same data directory is safe (SQLite WAL
+transactions, unique external ids), and the running service searches the new items at once.
+
+Files whose names carry no camera take it from their folder (``DIR/<camera>/<file>`` works
+with no options; ``--camera-level`` picks another level), and their time from ``--time``
+(EXIF, a name pattern, the modification time, or unknown): :mod:`service.jobs.rules`. The
+rules are recorded in the job row and printed with the summary.
 """
 
 from __future__ import annotations
