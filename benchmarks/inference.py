@@ -1,6 +1,9 @@
-"""Inference speed of PyTorch eager vs ONNX Runtime fp32 / optimized / int8, and int8's mAP.
+"""Inference speed of PyTorch eager vs ONNX Runtime fp32 / optimized / int8, and int8's mAP;
+the cost and gain of test-time flip in the graph (``reid export --flip``).
 
-Run: ``.venv/bin/python -m benchmarks.inference`` (about 3-5 minutes on 2 cores).
+Run: ``.venv/bin/python -m benchmarks.inference`` (about 3-5 minutes on 2 cores), or one part:
+``--part speed`` (speed and int8: section ``inference``) or ``--part flip`` (section
+``inference_flip``, about 2 minutes).
 
 * Speed: images/s at batch 1 and 32, same model, same inputs, same process, for ResNet-50
   (random weights, 256x128, global embedding) and OSNet-x0.25 (torchreid MSMT17 weights when
@@ -13,6 +16,10 @@ Run: ``.venv/bin/python -m benchmarks.inference`` (about 3-5 minutes on 2 cores)
   standard error over queries, the cosine to the fp32 embeddings, the quantisation time and
   the int8 speed at batch 32 against fp32 in alternating rounds of the same process.
   Skipped when the data is absent.
+* Test-time flip: images/s of the fp32 graph without and with ``--flip`` (the graph runs 2N
+  images for a batch of N) at batch 1 and 32, timed in alternating rounds of the same
+  process, for both models; and the OSNet checkpoint's mAP / rank-1 on the CUHK03 split
+  without and with flip, with the gain's paired standard error over queries.
 
 The CPU is shared with other jobs while this runs: figures are noisy, compare ratios
 measured in the same run rather than absolute numbers across runs.
@@ -335,23 +342,92 @@ def render(speed: list[SpeedRow], int8: list[Int8Row], model_name: str, fp32_map
     return body
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(os.cpu_count() or 1)
-    started = time.perf_counter()
+@dataclass
+class FlipRow:
+    """Images/s of one model's fp32 graph without and with test-time flip, per batch size."""
+
+    model: str
+    plain: dict[int, float]
+    flip: dict[int, float]
+
+
+def flip_speed(name: str, model: ReidModel, inputs: np.ndarray, tmp: Path) -> FlipRow:
+    """Both graphs of ``model`` timed in alternating rounds at every batch size."""
+    folder = tmp / f"flip-{name}"
+    folder.mkdir()
+    files = [folder / "model.onnx", folder / "model.flip.onnx"]
+    for path, flip in zip(files, (False, True), strict=True):
+        export_onnx(model, path, CFG.height, CFG.width, OnnxExportConfig(flip=flip))
+    row = FlipRow(name, {}, {})
+    for bs in BATCHES:
+        row.plain[bs], row.flip[bs] = alternating_speed(files, np.ascontiguousarray(inputs[:bs]))
+        print(f"{name:12s} batch {bs:2d}: {row.plain[bs]:7.1f} img/s, flip {row.flip[bs]:7.1f}")
+    return row
+
+
+@dataclass
+class FlipAccuracy:
+    """The OSNet checkpoint on the CUHK03 split without and with test-time flip."""
+
+    split: str
+    plain: EvaluationResult
+    flip: EvaluationResult
+
+
+def flip_accuracy(model: ReidModel, tmp: Path) -> FlipAccuracy | None:
+    """mAP / CMC of the plain and the flip graph on the seed-0 CUHK03 split (None: no data)."""
+    data = cuhk03_split()
+    if data is None:
+        return None
+    vs = data[0]
+    results = []
+    for flip in (False, True):
+        path = tmp / f"accuracy-flip-{flip}.onnx"
+        export_onnx(model, path, CFG.height, CFG.width, OnnxExportConfig(flip=flip))
+        session = open_session(path)
+        results.append(per_query_metrics(vs, embed(session, vs.query), embed(session, vs.gallery)))
+    return FlipAccuracy(vs.name, *results)
+
+
+def render_flip(rows: list[FlipRow], acc: FlipAccuracy | None, model_name: str) -> str:
+    """The RESULTS.md section of test-time flip: cost, then gain."""
+    lines = [
+        "| model | batch | img/s plain | img/s flip | flip / plain | ms per image plain | "
+        "ms per image flip |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for bs in BATCHES:
+            p, f = r.plain[bs], r.flip[bs]
+            lines.append(
+                f"| {r.model} | {bs} | {p:.1f} | {f:.1f} | {f / p:.2f} | {1000 / p:.1f} | "
+                f"{1000 / f:.1f} |"
+            )
+    body = "\n".join(lines) + (
+        "\n\nfp32 ONNX graphs from `export_onnx` without and with `flip=True` (the graph runs "
+        "the model on the batch and its mirror images, 2N for N), same inputs, ORT with all "
+        f"graph optimisations and {os.cpu_count()} intra-op threads, timed in {SPEED_ROUNDS} "
+        "alternating rounds in the same process (median). " + load_note()
+    )
+    if acc is not None:
+        drop, se = paired_drop(acc.plain, acc.flip)
+        body += (
+            f"\n\n{model_name} on {acc.split}:\n\n| | mAP | rank-1 |\n|---|---|---|\n"
+            f"| plain | {100 * acc.plain.mAP:.2f} | {100 * acc.plain.rank(1):.2f} |\n"
+            f"| test-time flip | {100 * acc.flip.mAP:.2f} | {100 * acc.flip.rank(1):.2f} |\n\n"
+            f"mAP gain {-drop:+.2f} points (paired standard error over queries {se:.2f})."
+        )
+    return body
+
+
+def run_speed_part(resnet: ReidModel, osnet: ReidModel, osnet_name: str, write: bool) -> None:
+    """Eager vs ORT speed and the int8 settings: section ``inference``."""
     inputs = speed_inputs()
-    osnet, osnet_name = osnet_model()
-    torch.manual_seed(0)
-    resnet = build_model(ModelConfig(backbone="resnet50"), 0).eval()
     with tempfile.TemporaryDirectory() as tmp:
         speed = speed_rows("ResNet-50", resnet, inputs, Path(tmp))
         speed += speed_rows("OSNet-x0.25", osnet, inputs, Path(tmp))
         int8 = int8_rows(osnet, Path(tmp))
-    print(f"total {time.perf_counter() - started:.0f} s")
-    if not args.no_write:
+    if write:
         path = write_section(
             "inference",
             "Inference: PyTorch eager vs ONNX Runtime fp32 / optimized / int8",
@@ -359,6 +435,47 @@ def main() -> None:
             "python -m benchmarks.inference",
         )
         print(f"wrote {path}")
+
+
+def run_flip_part(resnet: ReidModel, osnet: ReidModel, osnet_name: str, write: bool) -> None:
+    """Test-time flip's cost and gain: section ``inference_flip``."""
+    inputs = speed_inputs()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [
+            flip_speed("ResNet-50", resnet, inputs, Path(tmp)),
+            flip_speed("OSNet-x0.25", osnet, inputs, Path(tmp)),
+        ]
+        acc = flip_accuracy(osnet, Path(tmp))
+    body = render_flip(rows, acc, osnet_name)
+    print(body)
+    if write:
+        path = write_section(
+            "inference_flip",
+            "Inference: test-time flip in the graph (reid export --flip)",
+            body,
+            "python -m benchmarks.inference --part flip",
+        )
+        print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    parser.add_argument(
+        "--part", choices=("all", "speed", "flip"), default="all", help="what to run (all)"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(os.cpu_count() or 1)
+    started = time.perf_counter()
+    osnet, osnet_name = osnet_model()
+    torch.manual_seed(0)
+    resnet = build_model(ModelConfig(backbone="resnet50"), 0).eval()
+    if args.part in ("all", "speed"):
+        run_speed_part(resnet, osnet, osnet_name, not args.no_write)
+    if args.part in ("all", "flip"):
+        run_flip_part(resnet, osnet, osnet_name, not args.no_write)
+    print(f"total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
