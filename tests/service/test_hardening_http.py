@@ -222,7 +222,11 @@ async def _call_without_body(app: Any, method: str, path: str) -> list[Message]:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-length", b"1000000"), (b"x-api-key", b"wrong")],
+        "headers": [
+            (b"content-type", b"multipart/form-data; boundary=b0undary"),
+            (b"content-length", b"1000000"),
+            (b"x-api-key", b"wrong"),
+        ],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
         "state": {},
