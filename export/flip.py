@@ -8,8 +8,9 @@ its mirror images (each image flipped left-right, ``x[..., ::-1]``), and returns
   ``normalize`` divides by the L2 norm again (the output stays unit length, as the manifest
   says);
 - ``attr_<name>``: the mean of the two views' probabilities (still a distribution);
-- ``local``: per stripe, the mean of the two views' unit stripe features, re-normalised
-  (stripes are horizontal bands, which the mirror image keeps in place).
+- ``local``: per stripe, the mean of the two views' stripe features, re-normalised when the
+  model's stripes are unit vectors (``local_normalise``; stripes are horizontal bands, which
+  the mirror image keeps in place).
 
 So an image and its mirror image get the same outputs. The service is unchanged: it sends
 one batch of N and reads N rows; the 2N forward passes are the graph's own (about twice the
@@ -51,7 +52,7 @@ class FlipAveraged(nn.Module):
             mean = (out[:n] + out[n:]) * 0.5
             if name == "embedding":
                 mean = nn.functional.normalize(mean, p=2.0, dim=1)  # [N, D]
-            elif name == "local":
+            elif name == "local" and self.inner.model.local_normalise:
                 mean = nn.functional.normalize(mean, p=2.0, dim=2)  # [N, H, c]
             averaged.append(mean)
         return tuple(averaged)

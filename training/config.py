@@ -214,6 +214,11 @@ class EvalConfig:
     """k2 of k-reciprocal re-ranking."""
     rerank_lambda: float = 0.3
     """Weight of the original distance in re-ranking."""
+    local_distance: bool = False
+    """Also report ``gl_*`` metrics ranked by the global plus the aligned local distance
+    (AlignedReID arXiv 1711.08184v2 Sec. 4.3; needs ``model.use_local``)."""
+    local_weight: float = 1.0
+    """Weight of the local distance in that sum (the paper: 1)."""
     best_metric: str = "mAP"
     """Metric that selects ``best.pt``: ``mAP``, ``rank1`` or ``mINP``."""
     attribute_protocol: str = "apr"
@@ -226,6 +231,8 @@ class EvalConfig:
             raise ValueError(f"eval.every must be >= 0, got {self.every}")
         _one_of("eval.best_metric", self.best_metric, ("mAP", "rank1", "mINP"))
         _one_of("eval.attribute_protocol", self.attribute_protocol, ("apr", "all_images"))
+        if not self.local_weight >= 0:
+            raise ValueError(f"eval.local_weight must be >= 0, got {self.local_weight}")
 
 
 @dataclass(frozen=True)
@@ -311,6 +318,8 @@ def _check_consistency(cfg: TrainConfig) -> None:
             "peer_model.use_local/use_attributes must equal model's (both models train with "
             "the same losses)"
         )
+    if cfg.eval.local_distance and not model.use_local:
+        raise ValueError("eval.local_distance=true needs model.use_local=true")
     if loss.local_triplet_weight > 0 and not model.use_local:
         raise ValueError("loss.local_triplet_weight > 0 needs model.use_local=true")
     if loss.uses_triplet and data.sampler != "pk":

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from reidcore.attribute_protocol import apr_attribute_accuracy
 from reidcore.attributes import AttributeSchema
 from reidcore.evaluation import attribute_accuracy, evaluate_rank, pairwise_euclidean
+from reidcore.local_distance import global_local_distance
 from reidcore.rerank import k_reciprocal_rerank
 from training.config import EvalConfig
 from training.data.loader import ReidBatch
@@ -39,6 +40,10 @@ METRIC_NAMES = (
     "rerank_rank5",
     "rerank_mAP",
     "rerank_mINP",
+    "gl_rank1",
+    "gl_rank5",
+    "gl_mAP",
+    "gl_mINP",
 )
 """Keys :func:`evaluate_model` may return (percent-free fractions in [0, 1])."""
 
@@ -57,6 +62,8 @@ class Extracted:
     """int64 ``[N]`` cameras."""
     attr_yes: np.ndarray | None = None
     """float32 ``[N, M]`` probability of class 1 of each head (the "yes" of a binary one)."""
+    local: np.ndarray | None = None
+    """float32 ``[N, H, c]`` stripe features as the local branch gives them; None without."""
 
 
 @torch.no_grad()
@@ -64,7 +71,7 @@ def extract(model: ReidModel, batches: Iterable[ReidBatch], device: torch.device
     """Run ``model`` in eval mode over ``batches`` (its training mode is restored after)."""
     was_training = model.training
     model.eval()
-    feats, attrs, yes, pids, cams = [], [], [], [], []
+    feats, attrs, yes, local, pids, cams = [], [], [], [], [], []
     try:
         for batch in batches:
             out = model(batch.images.to(device, non_blocking=True))
@@ -72,6 +79,8 @@ def extract(model: ReidModel, batches: Iterable[ReidBatch], device: torch.device
             if out.attr_probs:
                 attrs.append(torch.stack([p.argmax(dim=1) for p in out.attr_probs], 1).cpu())
                 yes.append(torch.stack([p[:, 1].float() for p in out.attr_probs], 1).cpu())
+            if out.local_features is not None:
+                local.append(out.local_features.float().cpu())  # [B, H, c]
             pids.append(batch.pids)
             cams.append(batch.camids)
     finally:
@@ -80,6 +89,7 @@ def extract(model: ReidModel, batches: Iterable[ReidBatch], device: torch.device
         features=torch.cat(feats).numpy().astype(np.float32, copy=False),
         attr_pred=torch.cat(attrs).numpy().astype(np.int64) if attrs else None,
         attr_yes=torch.cat(yes).numpy() if yes else None,
+        local=torch.cat(local).numpy() if local else None,
         pids=torch.cat(pids).numpy(),
         camids=torch.cat(cams).numpy(),
     )
@@ -106,6 +116,11 @@ def retrieval_metrics(query: Extracted, gallery: Extracted, cfg: EvalConfig) -> 
         metrics.update(
             rerank_rank1=rr.rank(1), rerank_rank5=rr.rank(5), rerank_mAP=rr.mAP, rerank_mINP=rr.mINP
         )
+    if cfg.local_distance and query.local is not None and gallery.local is not None:
+        # AlignedReID Sec. 4.3: the global plus the aligned local distance at test time
+        combined = global_local_distance(q_g, query.local, gallery.local, cfg.local_weight)
+        gl = evaluate_rank(combined, *labels)
+        metrics.update(gl_rank1=gl.rank(1), gl_rank5=gl.rank(5), gl_mAP=gl.mAP, gl_mINP=gl.mINP)
     return metrics
 
 

@@ -312,7 +312,22 @@ def test_inference_wrapper_outputs() -> None:
         assert probs.shape == (3, k)
         np.testing.assert_allclose(probs.sum(1).numpy(), 1.0, rtol=1e-5)
     assert local.shape == (3, 4, 128)  # 64x32 input, stride 16: 4 rows
-    np.testing.assert_allclose(np.linalg.norm(local.numpy(), axis=2), 1.0, rtol=1e-5)
+    torch.testing.assert_close(local, ref.local_features)  # as trained (AlignedReID: raw)
+
+
+def test_local_stripes_are_normalised_alike_in_training_and_export() -> None:
+    cfg = dataclasses.replace(preset("alignedreid", backbone="resnet18"), local_normalise=True)
+    model = build_model(cfg, NUM_CLASSES).eval()
+    with torch.no_grad():
+        trained = model(_images(2)).local_features
+        exported = InferenceWrapper(model, include_local=True)(_images(2))[-1]
+    assert trained is not None
+    np.testing.assert_allclose(np.linalg.norm(trained.numpy(), axis=2), 1.0, rtol=1e-5)
+    torch.testing.assert_close(exported, trained)
+    model.train()  # the loss sees the same unit stripes
+    train_out = model(_images(2)).local_features
+    assert train_out is not None
+    np.testing.assert_allclose(np.linalg.norm(train_out.detach().numpy(), axis=2), 1.0, rtol=1e-5)
 
 
 def test_inference_wrapper_without_local_or_attributes() -> None:

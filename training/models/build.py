@@ -52,6 +52,7 @@ def build_model(
         use_local=cfg.use_local,
         local_dim=cfg.local_dim,
         local_pool=cfg.local_pool,
+        local_normalise=cfg.local_normalise,
     )
     load_pretrained(model, cfg)
     return model

@@ -57,6 +57,10 @@ class ModelConfig:
     local_pool: str = "max"
     """Pooling of each feature-map row in the local branch: ``max`` (the AlignedReID paper's
     horizontal max pooling) or ``avg`` (the common re-implementation)."""
+    local_normalise: bool = False
+    """L2-normalise each stripe feature inside the local branch. The paper does not (arXiv
+    1711.08184v2 Sec. 3.1 normalises the stripe *distance* with ``tanh``); training, export
+    and serving all see the branch's output, so they agree either way."""
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -100,7 +104,7 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     "global": ModelConfig(),
-    "apr": ModelConfig(use_attributes=True, dropout=0.5),
+    "apr": ModelConfig(use_attributes=True, dropout=0.9),
     "alignedreid": ModelConfig(use_local=True),
     "apr_alignedreid": ModelConfig(use_attributes=True, dropout=0.5, use_local=True),
     "global_stripes": ModelConfig(use_local=True),

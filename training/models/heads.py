@@ -88,12 +88,16 @@ class LocalBranch(nn.Module):
     """AlignedReID's local branch: one feature per horizontal stripe (row of the feature map).
 
     [N, C, H, W] -> pool each row over W -> [N, C, H, 1] -> 1×1 conv to ``local_dim``
-    -> BN -> ReLU -> [N, H, local_dim]. The paper pools each row with max pooling
+    -> BN -> ReLU -> [N, H, local_dim], each stripe L2-normalised when ``normalise`` (not
+    in the paper). The paper pools each row with max pooling
     ("horizontal max pooling"); ``pool="avg"`` is the common re-implementation's choice.
     """
 
-    def __init__(self, in_ch: int, local_dim: int = 128, pool: str = "max") -> None:
+    def __init__(
+        self, in_ch: int, local_dim: int = 128, pool: str = "max", normalise: bool = False
+    ) -> None:
         super().__init__()
+        self.normalise = normalise
         _check_pool(pool, "local pooling")
         if local_dim <= 0:
             raise ValueError(f"local_dim must be positive, got {local_dim}")
@@ -111,4 +115,5 @@ class LocalBranch(nn.Module):
         else:
             rows = fmap.amax(dim=3, keepdim=True)  # [N, C, H, 1]
         local = self.relu(self.bn(self.conv(rows)))  # [N, c, H, 1]
-        return local.squeeze(3).transpose(1, 2)  # [N, H, c]
+        local = local.squeeze(3).transpose(1, 2)  # [N, H, c]
+        return nn.functional.normalize(local, p=2.0, dim=2) if self.normalise else local

@@ -70,6 +70,7 @@ class ReidModel(nn.Module):
         use_local: bool = False,
         local_dim: int = 128,
         local_pool: str = "max",
+        local_normalise: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 0:
@@ -91,7 +92,11 @@ class ReidModel(nn.Module):
         self.attr_heads: AttributeHeads | None = None
         if len(self.schema):
             self.attr_heads = AttributeHeads(self.embedding_dim, self.schema.num_classes)
-        self.local_branch = LocalBranch(in_ch, local_dim, local_pool) if use_local else None
+        self.local_normalise = local_normalise
+        """Stripe features are unit vectors (the local branch normalises them)."""
+        self.local_branch = (
+            LocalBranch(in_ch, local_dim, local_pool, local_normalise) if use_local else None
+        )
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Images [N, 3, H, W] -> backbone feature map [N, C, h, w]."""
@@ -126,8 +131,9 @@ class InferenceWrapper(nn.Module):
 
     - ``embedding`` [N, D]: the inference embedding, L2-normalised (unit length);
     - ``attr_<name>`` [N, K_a]: softmax probabilities, one per schema attribute, schema order;
-    - ``local`` [N, H, c] (only with ``include_local``): stripe features, each L2-normalised
-      over its c channels (AlignedReID's local distance compares unit stripes).
+    - ``local`` [N, H, c] (only with ``include_local``): the stripe features exactly as the
+      local branch gives them in training (L2-normalised only with ``local_normalise``), so
+      that the served local distance is the trained one.
 
     The wrapper is always in eval mode (``.train()`` is a no-op), so its outputs never change.
     """
@@ -155,5 +161,5 @@ class InferenceWrapper(nn.Module):
         outputs = [emb, *(out.attr_probs or [])]  # [N, D], then [N, K_a] each
         if self.include_local:
             assert out.local_features is not None
-            outputs.append(nn.functional.normalize(out.local_features, p=2.0, dim=2))  # [N, H, c]
+            outputs.append(out.local_features)  # [N, H, c], as trained
         return tuple(outputs)
