@@ -23,6 +23,7 @@ from service.api import (
     job_routes,
     metrics_routes,
     model_routes,
+    view_routes,
 )
 from service.api.errors import install_error_handlers, overloaded_response
 from service.api.schemas import with_limits
@@ -161,13 +162,18 @@ def create_app(settings: Settings) -> FastAPI:
         model_routes.router,
         gallery_routes.router,
         job_routes.router,
+        view_routes.router,  # attribute search, trajectory (service/api/view_routes.py)
         web_routes.router,  # the try-it page: GET / and /ui/* (service/web)
         docs_routes.router,  # /docs, /redoc and their assets, no CDN
     ]
     routes = [route for router in routers for route in router.routes]  # full paths
     app.state.routes = routes  # FastAPI keeps included routers nested in app.routes
     app.openapi = lambda: openapi_document(app, settings)  # type: ignore[method-assign]
-    app.add_middleware(BodyGuard, limits=BodyLimits.from_settings(settings))
+    app.add_middleware(
+        BodyGuard,
+        limits=BodyLimits.from_settings(settings),
+        on_reject=lambda: metrics.rejected.labels("receiving").inc(),
+    )
     app.add_middleware(AuthGate, settings=settings, routes=lambda: routes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=lambda: routes)
     for router in routers:

@@ -234,9 +234,13 @@ def replay(body: Body, receive: Receive) -> Receive:
 class BodyGuard:
     """Receive each request's body in full, within limits, before the app runs."""
 
-    def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
+    def __init__(
+        self, app: ASGIApp, limits: BodyLimits, on_reject: Callable[[], None] = lambda: None
+    ) -> None:
         self.app = app
         self.limits = limits
+        self.on_reject = on_reject
+        """Called for each 429 of a full pool (a metric)."""
         self.receiving = {True: 0, False: 0}
         """Bodies being received now, by pool (keyed or not)."""
 
@@ -252,6 +256,7 @@ class BodyGuard:
             return
         pool = bool(scope.get(KEYED, False))
         if self.receiving[pool] >= self.limits.max_receiving:
+            self.on_reject()
             message = f"more than {self.limits.max_receiving} request bodies being received"
             await answer(
                 scope, receive, send, overloaded_response(message, self.limits.retry_after_s)

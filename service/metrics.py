@@ -2,8 +2,9 @@
 
 - ``reid_http_requests_total{method,route,status}`` and ``reid_http_request_seconds{method,route}``:
   by route template (``/v1/galleries/{gallery}/search``), never the raw path.
-- ``reid_http_inflight`` and ``reid_http_rejected_total{reason}`` (429s from admission control
-  or the full model queue).
+- ``reid_http_inflight`` and ``reid_http_rejected_total{reason}`` (429s: ``inflight`` from
+  admission control, ``receiving`` from a full pool of bodies being received (service.asgi),
+  ``model_queue`` from the full model queue).
 - ``reid_model_batch_size`` and ``reid_model_seconds``: every ONNX Runtime run, whoever asked
   (requests through the micro-batcher, or bulk indexing).
 - ``reid_model_queue_images``: images waiting for the micro-batcher.
@@ -131,8 +132,10 @@ class MetricsMiddleware:
 class AdmissionControl:
     """Refuses /v1 requests past ``limit`` in flight at once, with 429 and Retry-After.
 
-    The check runs on the event loop before the body is read or a worker thread is taken,
-    so a refusal costs microseconds however loaded the service is.
+    The check runs on the event loop before a worker thread is taken, so a refusal costs
+    microseconds however loaded the service is. In the app it sits inside
+    :class:`service.asgi.BodyGuard`: a request counts only once its body is in, so clients
+    stalled inside their upload never hold a slot.
     """
 
     def __init__(

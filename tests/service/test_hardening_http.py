@@ -121,6 +121,8 @@ def test_full_keyless_pool_leaves_keyed_clients_served(model_dir: Path, tmp_path
         assert refused.json()["error"]["code"] == "overloaded"
         assert "retry-after" in refused.headers
         assert _embed(client, KEYED).status_code == 200
+        metrics = client.get("/metrics").text
+    assert 'reid_http_rejected_total{reason="receiving"} 1.0' in metrics
 
 
 def test_stalled_body_times_out_with_408(model_dir: Path, tmp_path: Path) -> None:
