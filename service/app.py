@@ -23,7 +23,6 @@ from service.api import (
     job_routes,
     metrics_routes,
     model_routes,
-    view_routes,
 )
 from service.api.errors import install_error_handlers, overloaded_response
 from service.api.schemas import with_limits
@@ -162,7 +161,6 @@ def create_app(settings: Settings) -> FastAPI:
         model_routes.router,
         gallery_routes.router,
         job_routes.router,
-        view_routes.router,  # attribute search, trajectory (service/api/view_routes.py)
         web_routes.router,  # the try-it page: GET / and /ui/* (service/web)
         docs_routes.router,  # /docs, /redoc and their assets, no CDN
     ]
