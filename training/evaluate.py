@@ -20,7 +20,12 @@ import torch.nn.functional as F
 
 from reidcore.attribute_protocol import apr_attribute_accuracy
 from reidcore.attributes import AttributeSchema
-from reidcore.evaluation import attribute_accuracy, evaluate_rank, pairwise_euclidean
+from reidcore.evaluation import (
+    attribute_accuracy,
+    evaluate_rank,
+    pairwise_euclidean,
+    valid_queries_line,
+)
 from reidcore.local_distance import global_local_distance
 from reidcore.rerank import k_reciprocal_rerank
 from training.config import EvalConfig
@@ -44,8 +49,11 @@ METRIC_NAMES = (
     "gl_rank5",
     "gl_mAP",
     "gl_mINP",
+    "valid_queries",
+    "queries",
 )
-"""Keys :func:`evaluate_model` may return (percent-free fractions in [0, 1])."""
+"""Keys :func:`evaluate_model` may return: fractions in [0, 1], then the number of queries
+with a cross-camera match (the ones averaged) and of all queries."""
 
 
 @dataclass
@@ -105,6 +113,8 @@ def retrieval_metrics(query: Extracted, gallery: Extracted, cfg: EvalConfig) -> 
         "rank5": result.rank(5),
         "mAP": result.mAP,
         "mINP": result.mINP,
+        "valid_queries": float(result.num_valid),
+        "queries": float(result.num_queries),
     }
     if cfg.rerank:
         q_q = pairwise_euclidean(query.features, query.features)
@@ -162,5 +172,10 @@ def evaluate_model(
     gallery = extract(model, gallery_batches, device)
     metrics = retrieval_metrics(query, gallery, cfg)
     metrics.update(attribute_metrics(query, gallery, split, schema, cfg.attribute_protocol))
-    logger.info("evaluation: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in _COUNTS)
+    counts = valid_queries_line(int(metrics["valid_queries"]), int(metrics["queries"]))
+    logger.info("evaluation: %s; %s", shown, counts)
     return metrics
+
+
+_COUNTS = ("valid_queries", "queries")
