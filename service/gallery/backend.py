@@ -61,9 +61,12 @@ class GalleryStore(abc.ABC):
         """Every item id, ascending (int64)."""
 
     @abc.abstractmethod
-    def search(self, queries: np.ndarray, k: int, filt: SearchFilter) -> list[Hits]:
+    def search(
+        self, queries: np.ndarray, k: int, filt: SearchFilter, with_vectors: bool = False
+    ) -> list[Hits]:
         """Top-``k`` items by inner product for each row of ``queries`` [Q, dim], restricted
-        by the filter's cameras and time range (not its ``min_score``: applied above)."""
+        by the filter's cameras and time range (not its ``min_score``: applied above); with
+        ``with_vectors``, each hit's embedding too (re-ranking needs them)."""
 
     @abc.abstractmethod
     def stats(self) -> GalleryStats:

@@ -146,10 +146,11 @@ class Gallery:
             ids, scores, dists = self._exact(q, k, rerank)
         else:
             depth = max(k, rerank.shortlist) if rerank else k
-            hits = _min_score(self.store.search(q[None], depth, filt)[0], filt.min_score)
+            found = self.store.search(q[None], depth, filt, with_vectors=rerank is not None)
+            hits = _min_score(found[0], filt.min_score)
             ids, scores = hits.ids, hits.scores
-            if rerank is not None and len(ids) > 1:
-                ids, scores, dists = self._rerank_shortlist(q, ids, scores, k, rerank)
+            if rerank is not None and hits.vectors is not None and len(ids) > 1:
+                ids, scores, dists = _rerank_shortlist(q, hits, k, rerank)
             else:
                 dists = scores_to_distances(scores)
         items = self.store.fetch(ids.tolist())
@@ -168,18 +169,15 @@ class Gallery:
             return done
         return neighbourhood_rerank(self.store, q, k, p)
 
-    def _rerank_shortlist(
-        self, q: np.ndarray, ids: np.ndarray, scores: np.ndarray, k: int, p: RerankParams
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Re-rank the shortlist (``ids`` best first) and keep the best ``k`` by new distance."""
-        found, feats = self.store.vectors(ids.tolist())
-        keep = np.isin(ids, found)  # an item deleted since the search drops out
-        ids, scores = ids[keep], scores[keep]  # in the order asked, as ``feats``
-        if len(ids) < 2:
-            return ids, scores, scores_to_distances(scores)
-        dists = _rerank_distances(q, feats, p)
-        order = np.argsort(dists, kind="stable")[:k]
-        return ids[order], scores[order], dists[order]
+
+def _rerank_shortlist(
+    q: np.ndarray, hits: Hits, k: int, p: RerankParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Re-rank the shortlist ``hits`` (best first, with vectors) and keep the best ``k``."""
+    assert hits.vectors is not None
+    dists = _rerank_distances(q, hits.vectors, p)
+    order = np.argsort(dists, kind="stable")[:k]
+    return hits.ids[order], hits.scores[order], dists[order]
 
 
 def neighbourhood_rerank(
@@ -192,15 +190,14 @@ def neighbourhood_rerank(
     candidates are those of the whole gallery. Returns the best ``k`` of that set by
     re-ranked distance, with their cosine scores.
     """
-    top = store.search(q[None], max(k, p.shortlist, p.k1), SearchFilter())[0]
-    if len(top.ids) < 2:
+    top = store.search(q[None], max(k, p.shortlist, p.k1), SearchFilter(), with_vectors=True)[0]
+    if len(top.ids) < 2 or top.vectors is None:
         return top.ids, top.scores, scores_to_distances(top.scores)
-    found, feats = store.vectors(top.ids.tolist())
-    lists = store.search(feats, p.k1 + 1, SearchFilter())
-    extra = np.setdiff1d(np.concatenate([h.ids for h in lists]), found)
-    more_ids, more_feats = store.vectors(extra.tolist())
-    ids = np.concatenate([found, more_ids])
-    feats = np.concatenate([feats, more_feats]) if len(more_ids) else feats
+    lists = store.search(top.vectors, p.k1 + 1, SearchFilter(), with_vectors=True)
+    ids = np.concatenate([top.ids, *(h.ids for h in lists)])
+    vecs = [top.vectors, *(h.vectors for h in lists if h.vectors is not None)]
+    ids, first = np.unique(ids, return_index=True)  # every item once
+    feats = np.concatenate(vecs)[first]
     dists = _rerank_distances(q, feats, p)
     order = np.lexsort((ids, dists))[:k]
     scores = feats[order] @ q
@@ -220,5 +217,4 @@ def _min_score(hits: Hits, min_score: float | None) -> Hits:
     """Hits at or above ``min_score``: the top-k of the allowed items stay exactly that."""
     if min_score is None:
         return hits
-    keep = hits.scores >= np.float32(min_score)
-    return Hits(hits.ids[keep], hits.scores[keep])
+    return hits.take(hits.scores >= np.float32(min_score))

@@ -403,7 +403,9 @@ class LocalStore(GalleryStore):
             mask = both(times < filt.time_to)
         return mask
 
-    def search(self, queries: np.ndarray, k: int, filt: SearchFilter) -> list[Hits]:
+    def search(
+        self, queries: np.ndarray, k: int, filt: SearchFilter, with_vectors: bool = False
+    ) -> list[Hits]:
         """Top-``k`` allowed items of each query [Q, dim], exact under ``filt`` (flat index)."""
         with self._lock:  # snapshot: rows below n are never modified in place
             self._catch_up()
@@ -415,7 +417,10 @@ class LocalStore(GalleryStore):
                 found = [self._faiss.search(matrix, q, k, mask, None) for q in queries]
         if self._faiss is None:
             found = [exact_search(matrix, q, k, mask, None) for q in queries]
-        return [Hits(ids[rows], scores) for rows, scores in found]
+        return [
+            Hits(ids[rows], scores, matrix[rows] if with_vectors else None)
+            for rows, scores in found
+        ]
 
     def exact_rerank(
         self, query: np.ndarray, k: int, shortlist: int, params: tuple[int, int, float]

@@ -124,7 +124,14 @@ class Hits:
     """Item ids (int64)."""
     scores: np.ndarray
     """Cosine similarity to the query (float32, descending)."""
+    vectors: np.ndarray | None = None
+    """The hits' embeddings [m, dim] when the search asked for them."""
 
     @classmethod
-    def empty(cls) -> Hits:
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.float32))
+    def empty(cls, dim: int = 0) -> Hits:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, dim), np.float32))
+
+    def take(self, index: np.ndarray) -> Hits:
+        """The hits at ``index`` (a boolean mask or positions), in that order."""
+        vecs = None if self.vectors is None else self.vectors[index]
+        return Hits(self.ids[index], self.scores[index], vecs)
