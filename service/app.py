@@ -24,6 +24,7 @@ from service.api import (
     metrics_routes,
     model_routes,
 )
+from service.api.auth import declare_security
 from service.api.errors import install_error_handlers, overloaded_response
 from service.api.schemas import with_limits
 from service.asgi import AuthGate, BodyGuard, BodyLimits
@@ -122,10 +123,12 @@ def state_metrics(app: FastAPI) -> Iterator[GaugeMetricFamily]:
 
 
 def openapi_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
-    """FastAPI's OpenAPI document (built once) with the limits of ``settings`` in it."""
+    """FastAPI's OpenAPI document (built once) with the limits of ``settings`` in it, and
+    which operations need an API key under them."""
     if app.openapi_schema is None:
-        doc = FastAPI.openapi(app)
-        app.openapi_schema = with_limits(doc, settings.max_k, settings.max_images_per_request)
+        doc = with_limits(FastAPI.openapi(app), settings.max_k, settings.max_images_per_request)
+        declare_security(doc, settings, app.state.routes)
+        app.openapi_schema = doc
     return app.openapi_schema
 
 

@@ -1,6 +1,7 @@
 """Optional API keys: none, write endpoints only, or every /v1 endpoint.
 
-The key comes in ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` and is compared with
+The key comes in ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (both, if sent, must be
+valid; a malformed ``Authorization`` counts as a wrong key) and is compared with
 every configured key in constant time (``hmac.compare_digest``, no early exit), so timing
 says nothing about which key or how much of it matched. /healthz and /readyz never need a
 key; /metrics needs one only when ``metrics_public`` is false and auth is on.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import Request
 from pydantic import SecretStr
@@ -34,13 +35,17 @@ MISSING_KEY = "this endpoint needs an API key (Authorization: Bearer KEY or X-AP
 WRONG_KEY = "the API key is not valid"
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a request's headers carry, if any (``headers``: case-insensitive)."""
-    auth = headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return headers.get("x-api-key") or None
+def presented_keys(headers: Mapping[str, str]) -> list[str | None]:
+    """Every credential the headers carry: the ``Authorization`` value (None unless it is
+    ``Bearer KEY``) and the ``X-API-Key`` value, for those present. ``headers``:
+    case-insensitive."""
+    keys: list[str | None] = []
+    if "authorization" in headers:
+        scheme, _, value = headers["authorization"].partition(" ")
+        keys.append(value.strip() or None if scheme.lower() == "bearer" else None)
+    if "x-api-key" in headers:
+        keys.append(headers["x-api-key"] or None)
+    return keys
 
 
 def key_matches(given: str, keys: list[SecretStr]) -> bool:
@@ -53,9 +58,17 @@ def key_matches(given: str, keys: list[SecretStr]) -> bool:
 
 
 def has_valid_key(settings: Settings, headers: Mapping[str, str]) -> bool:
-    """Whether the headers carry one of the configured keys."""
-    given = presented_key(headers)
-    return given is not None and bool(settings.api_keys) and key_matches(given, settings.api_keys)
+    """Whether the headers carry a configured key, and nothing that is not one."""
+    return refusal_of_keys(settings, presented_keys(headers)) is None
+
+
+def refusal_of_keys(settings: Settings, presented: list[str | None]) -> str | None:
+    """Why ``presented`` credentials are refused, or None: every one must be a valid key
+    (a wrong or malformed one next to a right one is still refused)."""
+    if not presented:
+        return MISSING_KEY
+    valid = [k is not None and key_matches(k, settings.api_keys) for k in presented]
+    return None if all(valid) else WRONG_KEY
 
 
 def key_needed(settings: Settings, need: Need | None) -> bool:
@@ -73,12 +86,7 @@ def refusal(settings: Settings, need: Need | None, headers: Mapping[str, str]) -
     """Why a request of kind ``need`` with ``headers`` is refused (401), or None."""
     if not key_needed(settings, need):
         return None
-    given = presented_key(headers)
-    if given is None:
-        return MISSING_KEY
-    if not key_matches(given, settings.api_keys):
-        return WRONG_KEY
-    return None
+    return refusal_of_keys(settings, presented_keys(headers))
 
 
 def _enforce(request: Request, need: Need) -> None:
@@ -118,3 +126,23 @@ def route_need(route: BaseRoute) -> Need | None:
         if need is not None:
             return need
     return None
+
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def declare_security(doc: dict[str, Any], settings: Settings, routes: list[BaseRoute]) -> None:
+    """State in the OpenAPI document ``doc`` which operations need a key under ``settings``
+    (either scheme will do), so that clients and contract tests know."""
+    needing = [r for r in routes if key_needed(settings, route_need(r))]
+    if not needing:
+        return
+    doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    for route in needing:
+        operations = doc.get("paths", {}).get(getattr(route, "path", ""), {})
+        for method in getattr(route, "methods", None) or ():
+            if method.lower() in operations:
+                operations[method.lower()]["security"] = [{"bearer": []}, {"apiKey": []}]

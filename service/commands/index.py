@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from service.jobs.rules import NamingRules
+    from service.jobs.shard import Shard
+    from service.jobs.sources import Source
 
 HELP = "Bulk-index a folder (or tar/zip archive) of camera crops into a gallery."
 
@@ -51,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="threads that each decode a batch and run the model on it (default: one per core)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="index only part I (0-based) of N of DIR's files, split by name: N workers on N "
+        "machines index one folder into one shared (Milvus) gallery; overlaps add nothing twice",
+    )
     rules = parser.add_argument_group(
         "camera and time of names with no convention (no manifest entry, not Market/Duke-style)"
     )
@@ -112,25 +121,39 @@ def run(args: argparse.Namespace) -> int:
         )
     except NamingRuleError as exc:
         raise CommandError(str(exc)) from None
+    from service.jobs.shard import Shard
+
     try:
-        return _index(Path(args.source), args.gallery, settings, not args.no_progress, rules)
+        shard = None if args.shard is None else Shard.parse(args.shard)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        return _index(Path(args.source), args.gallery, settings, not args.no_progress, rules, shard)
     except ServiceError as exc:
         raise CommandError(str(exc)) from None
 
 
 def _index(
-    source_path: Path, name: str, settings: object, progress: bool, rules: NamingRules
+    source_path: Path,
+    name: str,
+    settings: object,
+    progress: bool,
+    rules: NamingRules,
+    shard: Shard | None = None,
 ) -> int:
     from tqdm import tqdm
 
     from service.gallery import GalleryManager, check_name, open_backend
     from service.jobs import IndexProgress, JobState, JobStore, index_source, open_source
+    from service.jobs.shard import ShardSource
     from service.runtime import ModelRuntime
     from service.settings import Settings
 
     assert isinstance(settings, Settings)
     check_name(name)
-    source = open_source(source_path, settings.archive_limits())
+    source: Source = open_source(source_path, settings.archive_limits())
+    if shard is not None:
+        source = ShardSource(source, shard)
     runtime = ModelRuntime.load(settings.model_dir, settings.runtime_options())
     index = dataclasses.replace(settings.index_options(), use_gpu=False)
     config = dataclasses.replace(settings.backend_config(), index=index)

@@ -103,7 +103,7 @@ def coherent_naming(ctx: schemathesis.HookContext, case: schemathesis.Case) -> s
     return case
 
 
-@schemathesis.hook("map_case").apply_to(method="POST", path="/v1/galleries/{gallery}/search")
+@schemathesis.hook("map_case").apply_to(method="POST", path_regex=r"/(search|attribute-search)$")
 def time_range_in_order(
     ctx: schemathesis.HookContext, case: schemathesis.Case
 ) -> schemathesis.Case:

@@ -335,3 +335,21 @@ def test_405_says_what_is_allowed(keyed_client: Any, method: str, path: str, all
     assert r.status_code == 405
     assert r.headers["allow"] == allow
     assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-API-Key": KEY, "Authorization": "Bearer wrong"},
+        {"X-API-Key": KEY, "Authorization": "Basic dXNlcjpwYXNz"},
+        {"X-API-Key": ""},
+        {"Authorization": "Bearer"},
+    ],
+)
+def test_any_wrong_credential_is_refused(keyed_client: Any, headers: dict[str, str]) -> None:
+    """A right key does not excuse a wrong or malformed one beside it."""
+    r = keyed_client.get("/v1/galleries", headers=headers)
+    assert r.status_code == 401, r.text
+    assert keyed_client.get("/readyz", headers=headers).json()["galleries"] is None
+    both = {"X-API-Key": KEY, "Authorization": f"Bearer {KEY}"}
+    assert keyed_client.get("/v1/galleries", headers=both).status_code == 200

@@ -26,7 +26,7 @@ MAX_EXAMPLES = 15
 HOOKS = "tests.service.schemathesis_hooks"
 
 
-def _schemathesis(url: str, report: Path) -> subprocess.CompletedProcess[str]:
+def _schemathesis(url: str, report: Path, key: str | None) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
         "-m",
@@ -48,6 +48,7 @@ def _schemathesis(url: str, report: Path) -> subprocess.CompletedProcess[str]:
         "junit",
         "--report-dir",
         str(report),
+        *(["--header", f"X-API-Key: {key}"] if key else []),
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(REPO)}
     return subprocess.run(
@@ -56,17 +57,37 @@ def _schemathesis(url: str, report: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_nothing(model_dir: Path, tmp_path: Path) -> None:
-    app = create_app(Settings(model_dir=model_dir, data_dir=tmp_path / "data"))
-    with serve_in_thread(app) as url:
+@pytest.mark.parametrize("auth_mode", ["none", "write"])
+def test_schemathesis_finds_nothing(model_dir: Path, tmp_path: Path, auth_mode: str) -> None:
+    """With keys on, the requests carry one, and the ``ignored_auth`` check also sends each
+    operation that declares a security scheme without it (401 expected)."""
+    key = "contract-key" if auth_mode != "none" else None
+    settings = Settings(
+        model_dir=model_dir,
+        data_dir=tmp_path / "data",
+        auth_mode=auth_mode,  # type: ignore[arg-type]
+        api_keys=[key] if key else [],  # type: ignore[list-item]
+    )
+    with serve_in_thread(create_app(settings)) as url:
         schema = httpx.get(f"{url}/openapi.json").json()
-        result = _schemathesis(url, tmp_path / "report")
+        result = _schemathesis(url, tmp_path / "report", key)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-8000:]
-    assert "No issues found" in out, out[-8000:]
+    assert "❌" not in out and "Failures:" not in out, out[-8000:]  # warnings may remain
     assert "Stateful" in out and "API Links" in out, out[-4000:]  # the stateful phase ran
     # what makes the stateful phase able to chain calls at all
     add = schema["paths"]["/v1/galleries/{gallery}/items"]["post"]["responses"]["200"]
     assert set(add["links"]) == {"get_item", "delete_item"}
     submit = schema["paths"]["/v1/galleries/{gallery}/jobs"]["post"]["responses"]["202"]
     assert set(submit["links"]) == {"get_job", "cancel_job"}
+    secured = {
+        (path, method)
+        for path, ops in schema["paths"].items()
+        for method, op in ops.items()
+        if "security" in op
+    }
+    if auth_mode == "write":
+        assert ("/v1/galleries/{gallery}/items", "post") in secured
+        assert ("/v1/galleries/{gallery}/search", "post") not in secured
+    else:
+        assert not secured
