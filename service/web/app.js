@@ -1,12 +1,15 @@
 // The try-it page of the reid service: plain JavaScript, no dependencies.
 //
 // It calls the service's own REST API (same origin): GET /readyz, GET /v1/galleries,
-// POST /v1/attributes, POST /v1/galleries/{g}/search and POST /v1/galleries/{g}/items.
+// GET /v1/galleries/{g} (cameras), POST /v1/attributes, POST /v1/galleries/{g}/search,
+// /trajectory and /attribute-search, GET /v1/galleries/{g}/items/{id}/image (crops) and
+// POST /v1/galleries/{g}/items.
 // Every error the service answers has the shape {"error": {code, message, details}};
 // the page shows its message as it is. Untrusted text is only ever set as textContent.
 "use strict";
 
-const THUMB_HEIGHT = 96; // pixels of the thumbnails the page stores in item metadata
+// Thumbnails an earlier version of the page stored in item metadata (shown when an item
+// has no stored crop).
 const THUMB_URI = /^data:image\/(jpeg|png|webp);base64,[A-Za-z0-9+/=]+$/;
 
 /** An error answered by the service (or a failure to reach it). */
@@ -106,10 +109,30 @@ async function loadGalleries(select) {
 
 // ---------------------------------------------------------------- rendering
 
-function formatTime(iso) {
+/** A time as recorded: a date for wall-clock times, an offset for dataset frame times. */
+function formatTime(iso, kind) {
   if (iso === null || iso === undefined) return "time unknown";
   const t = new Date(iso);
-  return Number.isNaN(t.getTime()) ? String(iso) : t.toISOString().replace("T", " ").slice(0, 19) + "Z";
+  if (Number.isNaN(t.getTime())) return String(iso);
+  if (kind === "offset") return `${formatOffset(t.getTime() / 1000)} from recording start`;
+  return t.toISOString().replace("T", " ").slice(0, 19) + "Z";
+}
+
+/** 597.2 -> "+0:09:57.2" */
+function formatOffset(seconds) {
+  const tenths = Math.round(Math.abs(seconds) * 10);
+  const h = Math.floor(tenths / 36000);
+  const m = Math.floor((tenths % 36000) / 600);
+  const s = tenths % 600;
+  const ss = `${String(Math.floor(s / 10)).padStart(2, "0")}.${s % 10}`;
+  return `${seconds < 0 ? "-" : "+"}${h}:${String(m).padStart(2, "0")}:${ss}`;
+}
+
+function formatGap(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 120) return `+${seconds.toFixed(1)} s`;
+  if (seconds < 7200) return `+${(seconds / 60).toFixed(1)} min`;
+  return `+${(seconds / 3600).toFixed(1)} h`;
 }
 
 /** Fills ``dl`` with attribute -> "label (probability %)". */
@@ -122,18 +145,53 @@ function fillAttributes(dl, attributes) {
   return dl;
 }
 
-function thumbnail(item) {
-  const uri = item.metadata && item.metadata.thumbnail;
-  if (typeof uri === "string" && THUMB_URI.test(uri)) {
-    const img = el("img", "thumb");
-    img.src = uri;
-    img.alt = `item ${item.id}`;
-    return img;
+// Crops come from GET /v1/galleries/{g}/items/{id}/image, fetched with the API key (an
+// <img src> could not send it) and shown from blob: URLs, one fetch per URL and key.
+const crops = new Map();
+
+function fetchCrop(url) {
+  const key = `${$("api-key").value.trim()}\n${url}`;
+  if (!crops.has(key)) {
+    const headers = new Headers();
+    const apiKey = $("api-key").value.trim();
+    if (apiKey) headers.set("X-API-Key", apiKey);
+    const pending = fetch(url, { headers })
+      .then((r) => (r.ok ? r.blob() : null))
+      .then((blob) => (blob ? URL.createObjectURL(blob) : null))
+      .catch(() => null);
+    crops.set(key, pending);
   }
-  return el("div", "thumb placeholder", "no image");
+  return crops.get(key);
 }
 
-/** One match card; ``before`` is its rank in the other column (side by side), if any. */
+/** The item's crop (placeholder until it loads, and when it has none). */
+function thumbnail(item, className = "thumb") {
+  const holder = el("div", `${className} placeholder`, "no image");
+  const uri = item.metadata && item.metadata.thumbnail;
+  const url = typeof item.image_url === "string" && item.image_url.startsWith("/v1/") ? item.image_url : null;
+  if (!url && !(typeof uri === "string" && THUMB_URI.test(uri))) return holder;
+  const img = el("img", className);
+  img.alt = `item ${item.id}`;
+  img.dataset.itemId = String(item.id);
+  if (!url) {
+    img.src = uri; // a thumbnail an older page stored in the item's metadata
+    return img;
+  }
+  holder.textContent = "loading";
+  holder.dataset.pending = "true";
+  fetchCrop(url).then((src) => {
+    if (src) {
+      img.src = src;
+      holder.replaceWith(img);
+    } else {
+      holder.textContent = "no image";
+      delete holder.dataset.pending;
+    }
+  });
+  return holder;
+}
+
+/** One result card; ``before`` is its rank in the other column (side by side), if any. */
 function matchCard(match, rank, before) {
   const item = match.item;
   const li = el("li", "match");
@@ -142,20 +200,37 @@ function matchCard(match, rank, before) {
   const info = el("div", "match-info");
   const head = el("div", "match-head");
   head.append(el("span", "rank", `#${rank}`));
-  head.append(el("span", "score", match.score.toFixed(3)));
+  if (match.probability !== undefined) {
+    head.append(el("span", "score probability", `${(match.probability * 100).toFixed(1)}%`));
+  } else {
+    head.append(el("span", "score", match.score.toFixed(3)));
+  }
   if (before !== undefined) {
     const moved = before === null ? "new" : before === rank ? "=" : `was #${before}`;
     head.append(el("span", "moved", moved));
   }
   info.append(head);
-  info.append(el("div", "distance", `distance ${match.distance.toFixed(3)}`));
+  if (match.distance !== undefined) {
+    info.append(el("div", "distance", `distance ${match.distance.toFixed(3)}`));
+  }
   info.append(el("div", "camera", `camera ${item.camera}`));
-  info.append(el("div", "time", formatTime(item.timestamp)));
+  info.append(el("div", "time", formatTime(item.timestamp, item.time_kind)));
   const name = item.external_id || (item.metadata && item.metadata.file) || "";
   info.append(el("div", "item-id", `id ${item.id}${name ? ` · ${name}` : ""}`));
   info.append(fillAttributes(el("dl", "attributes"), item.attributes));
   li.append(info);
   return li;
+}
+
+function cardList(matches, reference) {
+  const ranks = new Map();
+  if (reference) reference.matches.forEach((m, i) => ranks.set(m.item.id, i + 1));
+  const list = el("ol", "matches");
+  matches.forEach((m, i) => {
+    const before = reference ? (ranks.get(m.item.id) ?? null) : undefined;
+    list.append(matchCard(m, i + 1, before));
+  });
+  return list;
 }
 
 /** One ranked list; ``reference`` (the other list) marks how each rank moved. */
@@ -168,14 +243,7 @@ function resultColumn(response, reference) {
     column.append(el("p", "muted empty", "No match."));
     return column;
   }
-  const ranks = new Map();
-  if (reference) reference.matches.forEach((m, i) => ranks.set(m.item.id, i + 1));
-  const list = el("ol", "matches");
-  response.matches.forEach((m, i) => {
-    const before = reference ? (ranks.get(m.item.id) ?? null) : undefined;
-    list.append(matchCard(m, i + 1, before));
-  });
-  column.append(list);
+  column.append(cardList(response.matches, reference));
   return column;
 }
 
@@ -192,20 +260,117 @@ function renderQuery(file, attributes) {
   const preview = $("query-preview");
   if (preview.src) URL.revokeObjectURL(preview.src);
   preview.src = URL.createObjectURL(file);
-  fillAttributes($("query-attributes"), attributes.attributes);
+  const chips = $("query-attributes");
+  chips.replaceChildren();
+  for (const [name, p] of Object.entries(attributes.attributes || {})) {
+    const chip = el("button", "chip", `${name}: ${p.label} (${Math.round(p.probability * 100)}%)`);
+    chip.type = "button";
+    chip.dataset.name = name;
+    chip.dataset.value = p.label;
+    chip.setAttribute("aria-pressed", "false");
+    chip.addEventListener("click", () => {
+      chip.setAttribute("aria-pressed", chip.getAttribute("aria-pressed") === "true" ? "false" : "true");
+      runAttributeSearch();
+    });
+    chips.append(chip);
+  }
   $("query").hidden = false;
+}
+
+// ---------------------------------------------------------------- trajectory
+
+/** Lanes (one per camera) with the crops placed by time, the path and unknown times. */
+function renderTrajectory(t) {
+  const box = $("trajectory");
+  const timeline = $("timeline");
+  timeline.replaceChildren();
+  $("path").replaceChildren();
+  $("unknown-time").replaceChildren();
+  const steps = t.path.length;
+  $("trajectory-summary").textContent =
+    `${steps} sightings on ${t.lanes.length} cameras at score ≥ ${t.min_score}` +
+    (t.unknown_time.length ? `, ${t.unknown_time.length} with unknown time` : "");
+  const span = new Map(); // time kind -> [min, max] seconds
+  for (const s of t.path) {
+    const [lo, hi] = span.get(s.time.kind) || [s.time.seconds, s.time.seconds];
+    span.set(s.time.kind, [Math.min(lo, s.time.seconds), Math.max(hi, s.time.seconds)]);
+  }
+  for (const lane of t.lanes) {
+    const row = el("div", "lane");
+    row.dataset.camera = lane.camera;
+    row.append(el("div", "lane-camera", lane.camera));
+    const track = el("div", "lane-track");
+    for (const s of lane.sightings) {
+      const [lo, hi] = span.get(s.time.kind);
+      // Offsets and dates are different clocks: with both, offsets take the lane's left part.
+      const [from, width] = span.size < 2 ? [0, 100] : s.time.kind === "offset" ? [0, 15] : [25, 75];
+      const spot = el("div", "sighting");
+      spot.dataset.itemId = String(s.item.id);
+      spot.dataset.kind = s.time.kind;
+      spot.style.left = `${from + (hi > lo ? (s.time.seconds - lo) / (hi - lo) : 0.5) * width}%`;
+      spot.title = `${s.time.text} · score ${s.score.toFixed(3)}${s.gap_s !== null ? ` · ${formatGap(s.gap_s)} on this camera` : ""}`;
+      spot.append(thumbnail(s.item, "lane-thumb"));
+      spot.append(el("span", "sighting-time", s.time.kind === "offset" ? s.time.text : s.time.text.slice(11, 19)));
+      track.append(spot);
+    }
+    row.append(track);
+    timeline.append(row);
+  }
+  for (const step of t.path) {
+    const li = el("li", step.camera_changed ? "step camera-changed" : "step");
+    li.dataset.itemId = String(step.item_id);
+    li.append(el("span", "step-camera", step.camera));
+    li.append(el("span", "step-time", step.time.text));
+    if (step.gap_s !== null) li.append(el("span", "step-gap", formatGap(step.gap_s)));
+    $("path").append(li);
+  }
+  if (t.unknown_time.length) {
+    $("unknown-time").append(el("h3", "", "Time unknown"));
+    $("unknown-time").append(cardList(t.unknown_time));
+  }
+  box.hidden = false;
 }
 
 // ---------------------------------------------------------------- search
 
 let searchSeq = 0; // answers of an older search never overwrite a newer one
 
+/** The camera and time filters of the form, for a multipart (image) search. */
+function appendFilters(form) {
+  const f = filters();
+  for (const c of f.cameras || []) form.append("cameras", c);
+  if (f.time_from) form.append("time_from", f.time_from);
+  if (f.time_to) form.append("time_to", f.time_to);
+}
+
+/** The camera and time filters as JSON fields (datetime-local inputs are read as UTC). */
+function filters() {
+  const cameras = Array.from($("cameras").selectedOptions).map((o) => o.value);
+  const utc = (v) => (v ? `${v.length === 16 ? `${v}:00` : v}Z` : null);
+  const out = {};
+  if (cameras.length) out.cameras = cameras;
+  if ($("time-from").value) out.time_from = utc($("time-from").value);
+  if ($("time-to").value) out.time_to = utc($("time-to").value);
+  return out;
+}
+
 function searchOnce(gallery, file, k, rerank) {
   const form = new FormData();
   form.append("image", file, file.name);
   form.append("k", String(k));
   form.append("rerank", rerank ? "true" : "false");
+  appendFilters(form);
   return api(`/v1/galleries/${encodeURIComponent(gallery)}/search`, { method: "POST", body: form });
+}
+
+function trajectoryOf(gallery, file, rerank) {
+  const form = new FormData();
+  form.append("image", file, file.name);
+  form.append("k", "100");
+  form.append("rerank", rerank ? "true" : "false");
+  form.append("min_score", $("min-score").value || "0.5");
+  appendFilters(form);
+  return api(`/v1/galleries/${encodeURIComponent(gallery)}/trajectory`, { method: "POST", body: form });
 }
 
 function attributesOf(file) {
@@ -233,33 +398,83 @@ async function runSearch() {
       mode === "both"
         ? [searchOnce(gallery, file, k, false), searchOnce(gallery, file, k, true)]
         : [searchOnce(gallery, file, k, mode === "rerank")];
-    const [attributes, ...responses] = await Promise.all([attributesOf(file), ...searches]);
+    const [attributes, trajectory, ...responses] = await Promise.all([
+      attributesOf(file),
+      trajectoryOf(gallery, file, mode === "rerank"),
+      ...searches,
+    ]);
     if (seq !== searchSeq) return;
     renderQuery(file, attributes);
     renderResults(responses);
+    renderTrajectory(trajectory);
+    $("attribute-results").hidden = true;
   } catch (err) {
     if (seq !== searchSeq) return;
     results.replaceChildren();
     $("query").hidden = true;
+    $("trajectory").hidden = true;
     showError(err);
   } finally {
     if (seq === searchSeq) results.dataset.state = "done";
   }
 }
 
-// ---------------------------------------------------------------- adding images
+let attributeSeq = 0;
 
-/** A JPEG data: URI of the image scaled to THUMB_HEIGHT pixels high. */
-async function makeThumbnail(file) {
-  const bitmap = await createImageBitmap(file);
-  const scale = THUMB_HEIGHT / bitmap.height;
-  const canvas = document.createElement("canvas");
-  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
-  canvas.height = THUMB_HEIGHT;
-  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-  bitmap.close();
-  return canvas.toDataURL("image/jpeg", 0.8);
+/** Searches the gallery by the selected chips' values, under the same filters. */
+async function runAttributeSearch() {
+  const gallery = $("gallery").value;
+  const wanted = {};
+  for (const chip of document.querySelectorAll('#query-attributes .chip[aria-pressed="true"]')) {
+    wanted[chip.dataset.name] = chip.dataset.value;
+  }
+  const box = $("attribute-results");
+  const seq = ++attributeSeq;
+  if (!gallery || Object.keys(wanted).length === 0) {
+    box.hidden = true;
+    box.replaceChildren();
+    return;
+  }
+  box.dataset.state = "busy";
+  clearError();
+  try {
+    const body = { attributes: wanted, k: Number($("k").value), ...filters() };
+    const r = await api(`/v1/galleries/${encodeURIComponent(gallery)}/attribute-search`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (seq !== attributeSeq) return;
+    box.replaceChildren();
+    const said = Object.entries(wanted).map(([n, v]) => `${n}=${v}`).join(", ");
+    box.append(el("h2", "", `Attribute search: ${said}`));
+    box.append(el("p", "muted", `${r.matches.length} of ${r.matched} items, by joint probability`));
+    box.append(cardList(r.matches));
+    box.hidden = false;
+  } catch (err) {
+    if (seq === attributeSeq) showError(err);
+  } finally {
+    if (seq === attributeSeq) box.dataset.state = "done";
+  }
 }
+
+/** Fills the camera filter with the selected gallery's cameras. */
+async function loadCameras() {
+  const list = $("cameras");
+  const gallery = $("gallery").value;
+  const chosen = new Set(Array.from(list.selectedOptions).map((o) => o.value));
+  list.replaceChildren();
+  if (!gallery) return;
+  const stats = await api(`/v1/galleries/${encodeURIComponent(gallery)}`);
+  for (const [camera, n] of Object.entries(stats.cameras).sort()) {
+    const option = el("option", "", `${camera} (${n})`);
+    option.value = camera;
+    option.selected = chosen.has(camera);
+    list.append(option);
+  }
+}
+
+// ---------------------------------------------------------------- adding images
 
 async function addImages() {
   const gallery = $("add-gallery").value.trim();
@@ -272,14 +487,7 @@ async function addImages() {
     const form = new FormData();
     const items = [];
     for (const file of files) {
-      let thumbnail = null;
-      try {
-        thumbnail = await makeThumbnail(file);
-      } catch (_err) {
-        thumbnail = null; // the browser cannot decode it; the service will say why
-      }
       const metadata = { file: file.name };
-      if (thumbnail) metadata.thumbnail = thumbnail;
       items.push({ camera, timestamp: new Date(file.lastModified).toISOString(), metadata });
       form.append("images", file, file.name);
     }
@@ -289,6 +497,7 @@ async function addImages() {
       body: form,
     });
     await loadGalleries(body.gallery);
+    await loadCameras();
     const created = body.items.filter((i) => i.created).length;
     status.textContent = `Added ${created} of ${files.length} images to ${body.gallery}.`;
   } catch (err) {
@@ -309,14 +518,15 @@ function init() {
   }
   $("api-key").addEventListener("change", () => {
     clearError();
-    loadGalleries().catch(showError); // the list may need the key
+    loadGalleries().then(loadCameras).catch(showError); // the list may need the key
   });
+  $("gallery").addEventListener("change", () => loadCameras().catch(showError));
   $("add-form").addEventListener("submit", (event) => {
     event.preventDefault();
     addImages();
   });
   loadStatus();
-  loadGalleries().catch(showError).finally(() => {
+  loadGalleries().then(loadCameras).catch(showError).finally(() => {
     document.body.dataset.ready = "true";
   });
 }

@@ -1,5 +1,8 @@
 """The try-it page: its files over HTTP, and the page itself in a real headless Chromium.
 
+Result crops come from ``GET /v1/galleries/{g}/items/{id}/image``; the checks that they load
+(natural width > 0) apply when the service has that route (:func:`has_image_route`).
+
 The browser tests start the real app under uvicorn on 127.0.0.1 over the tiny test model and
 a temporary gallery of a few items, drive Debian's Chromium with Playwright, and compare what
 the page shows with what the API answers for the same request. They skip when Playwright
@@ -8,7 +11,6 @@ the page shows with what the API answers for the same request. They skip when Pl
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -41,6 +43,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOT = Path("/tmp/reid_web_page.png")
+IMAGE_ROUTE = "/v1/galleries/{gallery}/items/{item_id}/image"
+OFFSET_ITEMS = (10, 11)  # items with dataset frame times (seconds from the recording start)
 WAIT_MS = 10_000  # longest wait for the page, far above what it needs
 APT_LINE = "apt-get update && apt-get install -y chromium"
 
@@ -54,10 +58,6 @@ def person_png(seed: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 # ------------------------------------------------------------------ page files, no browser
@@ -123,18 +123,19 @@ def browser(chromium: str) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app under uvicorn with gallery ``people``: N_ITEMS items, thumbnails in metadata."""
+    """The app under uvicorn with gallery ``people``: N_ITEMS items on two cameras, the last
+    ones with frame times."""
     settings = Settings(model_dir=model_dir, data_dir=tmp_path_factory.mktemp("web_data"))
     with serve_in_thread(create_app(settings)) as url:
         pngs = [person_png(i) for i in range(N_ITEMS)]
         items = [
             {
                 "camera": f"c{i % 2 + 1}",
-                "timestamp": 1_700_000_000 + 60 * i,
+                "timestamp": 12.5 * i if i in OFFSET_ITEMS else 1_700_000_000 + 60 * i,
                 "external_id": f"person-{i}",
-                "metadata": {"thumbnail": data_uri(png)},
+                "metadata": {"time_kind": "offset"} if i in OFFSET_ITEMS else {},
             }
-            for i, png in enumerate(pngs)
+            for i in range(len(pngs))
         ]
         r = httpx.post(
             f"{url}/v1/galleries/{GALLERY}/items",
@@ -159,8 +160,9 @@ def page(browser: Any, server: str) -> Iterator[Any]:
     pg.wait_for_selector("body[data-ready=true]", state="attached")
     yield pg
     context.close()
-    # The invalid-file test expects the failed request's own console line, nothing else.
-    assert [e for e in errors if "status of 415" not in e] == [], errors
+    # The invalid-file and missing-crop tests expect their failed requests' console lines.
+    expected = ("status of 415", "status of 404")
+    assert [e for e in errors if not any(x in e for x in expected)] == [], errors
 
 
 # ------------------------------------------------------------------ browser helpers
@@ -170,6 +172,12 @@ def record_console_error(errors: list[str], message: Any) -> None:
     """Keep the browser console's errors (CSP violations, failed loads, script errors)."""
     if message.type == "error":
         errors.append(f"console: {message.text}")
+
+
+def has_image_route(server: str, headers: dict[str, str] | None = None) -> bool:
+    """Whether the service serves item crops (the page then shows them)."""
+    doc = httpx.get(f"{server}/openapi.json", headers=headers, timeout=30).json()
+    return IMAGE_ROUTE in doc["paths"]
 
 
 def api_search(server: str, png: bytes, rerank: bool) -> list[dict[str, Any]]:
@@ -189,7 +197,7 @@ def shown_matches(pg: Any, reranked: bool) -> list[dict[str, Any]]:
     """The cards of the column with ``data-reranked``: id, score, distance, camera, thumb."""
     column = f'.column[data-reranked="{str(reranked).lower()}"]'
     pg.wait_for_selector(f"{column} .match")
-    pg.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete)")
+    wait_for_crops(pg)
     cards: list[dict[str, Any]] = pg.eval_on_selector_all(
         f"{column} .match",
         """cards => cards.map(c => ({
@@ -202,6 +210,14 @@ def shown_matches(pg: Any, reranked: bool) -> list[dict[str, Any]]:
         }))""",
     )
     return cards
+
+
+def wait_for_crops(pg: Any) -> None:
+    """Until every crop the page asked for has loaded or turned into a placeholder."""
+    pg.wait_for_function(
+        "() => !document.querySelector('[data-pending]')"
+        " && [...document.querySelectorAll('img')].every(i => i.complete)"
+    )
 
 
 def expected_cards(matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -242,15 +258,19 @@ def test_query_shows_ranked_matches_with_thumbnails(page: Any, server: str) -> N
         expected_cards(expected)
     )
     assert cards[0]["id"] == QUERY_ITEM + 1 and cards[0]["score"] == "1.000"  # itself first
-    assert all(c["thumb"] == 20 for c in cards)  # the 40x20 PNG from metadata, decoded
+    if has_image_route(server):  # the crops the service keeps, fetched and decoded
+        assert all(m["item"]["image_url"] for m in expected)
+        assert all(c["thumb"] > 0 for c in cards), cards
     first = expected[0]["item"]["attributes"]
     assert all(f"{name}{p['label']}" in cards[0]["attributes"] for name, p in first.items())
-    # The query's own attributes come from POST /v1/attributes.
+    # The query's own attributes come from POST /v1/attributes, as chips.
     r = httpx.post(f"{server}/v1/attributes", files={"image": ("q.png", query, "image/png")})
-    labels = page.eval_on_selector_all("#query-attributes dd", "ds => ds.map(d => d.textContent)")
-    assert [v.split(" (")[0] for v in labels] == [
-        a["label"] for a in r.json()["attributes"].values()
-    ]
+    chips = page.eval_on_selector_all(
+        "#query-attributes .chip", "cs => cs.map(c => [c.dataset.name, c.dataset.value])"
+    )
+    assert chips == [[n, a["label"]] for n, a in r.json()["attributes"].items()]
+    times = page.eval_on_selector_all(".match .time", "ts => ts.map(t => t.textContent)")
+    assert not any("1970" in t for t in times)  # frame times are offsets, not 1970 dates
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
 
@@ -292,7 +312,7 @@ def test_invalid_file_shows_the_service_message(page: Any, server: str) -> None:
     page.screenshot(path=str(SCREENSHOT.with_name("reid_web_page_error.png")))
 
 
-def test_adding_images_stores_thumbnails_the_page_can_show(page: Any, server: str) -> None:
+def test_adding_images_shows_their_crops(page: Any, server: str) -> None:
     pngs = [person_png(100 + i) for i in range(2)]
     page.click("details summary")
     page.fill("#add-gallery", "visitors")
@@ -311,14 +331,100 @@ def test_adding_images_stores_thumbnails_the_page_can_show(page: Any, server: st
     )
     for item_id, name in [(1, "v0.png"), (2, "v1.png")]:
         item = httpx.get(f"{server}/v1/galleries/visitors/items/{item_id}", timeout=30).json()
-        assert item["camera"] == "c9" and item["metadata"]["file"] == name
-        prefix, b64 = item["metadata"]["thumbnail"].split(",", 1)
-        assert prefix == "data:image/jpeg;base64"
-        with Image.open(io.BytesIO(base64.b64decode(b64))) as thumb:
-            assert thumb.format == "JPEG" and thumb.size == (48, 96)  # 40x20 scaled to 96 high
+        assert item["camera"] == "c9" and item["metadata"] == {"file": name}
     search(page, pngs[1])
     cards = shown_matches(page, reranked=False)
-    assert cards[0]["id"] == 2 and cards[0]["thumb"] == 48
+    assert cards[0]["id"] == 2
+    if has_image_route(server):
+        assert cards[0]["thumb"] > 0
+
+
+def api_post(server: str, path: str, **kwargs: Any) -> Any:
+    r = httpx.post(f"{server}/v1/galleries/{GALLERY}/{path}", timeout=30, **kwargs)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_attribute_chips_start_an_attribute_search(page: Any, server: str) -> None:
+    search(page, person_png(QUERY_ITEM))
+    chips = page.locator("#query-attributes .chip")
+    wanted: dict[str, str] = {}
+    for i in range(2):  # one chip, then two: all selected values are wanted
+        chip = chips.nth(i)
+        wanted[chip.get_attribute("data-name") or ""] = chip.get_attribute("data-value") or ""
+        chip.click()
+        page.wait_for_function(
+            "n => document.querySelector('#attribute-results h2')?.textContent.split(',').length"
+            " === n && document.getElementById('attribute-results').dataset.state === 'done'",
+            arg=len(wanted),
+        )
+        expected = api_post(server, "attribute-search", json={"attributes": wanted, "k": K})
+        ids = page.eval_on_selector_all(
+            "#attribute-results .match", "cs => cs.map(c => Number(c.dataset.itemId))"
+        )
+        assert ids == [m["item"]["id"] for m in expected["matches"]]
+        probs = page.eval_on_selector_all(
+            "#attribute-results .probability", "ps => ps.map(p => p.textContent)"
+        )
+        assert probs == [f"{m['probability'] * 100:.1f}%" for m in expected["matches"]]
+    page.screenshot(path=str(SCREENSHOT.with_name("reid_web_page_attributes.png")), full_page=True)
+
+
+def test_trajectory_lanes_and_path_are_the_apis(page: Any, server: str) -> None:
+    query = person_png(QUERY_ITEM)
+    page.fill("#min-score", "-1")  # every match: both cameras, both time kinds
+    search(page, query)
+    page.wait_for_selector("#trajectory:not([hidden])")
+    expected = api_post(
+        server,
+        "trajectory",
+        files={"image": ("query.png", query, "image/png")},
+        data={"k": "100", "min_score": "-1"},
+    )
+    lanes = page.eval_on_selector_all(
+        ".lane",
+        "ls => ls.map(l => [l.dataset.camera,"
+        " [...l.querySelectorAll('.sighting')].map(s => Number(s.dataset.itemId))])",
+    )
+    assert lanes == [
+        [lane["camera"], [s["item"]["id"] for s in lane["sightings"]]] for lane in expected["lanes"]
+    ]
+    steps = page.eval_on_selector_all("#path .step-time", "ts => ts.map(t => t.textContent)")
+    assert steps == [p["time"]["text"] for p in expected["path"]]
+    offsets = [p["time"]["text"] for p in expected["path"] if p["time"]["kind"] == "offset"]
+    assert offsets == ["+0:02:05.0", "+0:02:17.5"]  # items 10 and 11: 12.5 s per index
+    wait_for_crops(page)
+    if has_image_route(server):
+        widths = page.eval_on_selector_all("img.lane-thumb", "is => is.map(i => i.naturalWidth)")
+        assert len(widths) == sum(len(lane[1]) for lane in lanes) and all(w > 0 for w in widths)
+    page.screenshot(path=str(SCREENSHOT.with_name("reid_web_page_trajectory.png")), full_page=True)
+
+
+def test_camera_filter_applies_to_the_search(page: Any, server: str) -> None:
+    query = person_png(QUERY_ITEM)
+    page.select_option("#cameras", ["c2"])
+    search(page, query)
+    cards = shown_matches(page, reranked=False)
+    expected = api_post(
+        server,
+        "search",
+        files={"image": ("q.png", query, "image/png")},
+        data={"k": K, "cameras": "c2"},
+    )
+    assert [c["id"] for c in cards] == [m["item"]["id"] for m in expected["matches"]]
+    assert {c["camera"] for c in cards} == {"camera c2"}
+
+
+def test_a_crop_that_is_not_there_shows_a_placeholder(page: Any, server: str) -> None:
+    if not has_image_route(server):
+        pytest.skip("this version of the service keeps no crops (no image route)")
+    missing = f"**/items/{QUERY_ITEM + 1}/image"
+    page.route(missing, lambda route: route.fulfill(status=404, body="{}"))
+    search(page, person_png(QUERY_ITEM))
+    shown_matches(page, reranked=False)
+    card = page.locator(f'#results .match[data-item-id="{QUERY_ITEM + 1}"]')
+    assert card.locator(".placeholder").inner_text() == "no image"
+    assert page.locator("#results img.thumb").count() == K - 1
 
 
 @pytest.fixture(scope="module")
@@ -351,5 +457,23 @@ def test_api_key_is_sent_when_typed(browser: Any, keyed_server: str) -> None:
         )  # the list fills after the error clears
         options = pg.eval_on_selector_all("#gallery option", "os => os.map(o => o.textContent)")
         assert options == ["no gallery yet: add images below"]
+        # With a gallery: results, crops (fetched with the key) and the trajectory show.
+        pngs = [person_png(i) for i in range(3)]
+        r = httpx.post(
+            f"{keyed_server}/v1/galleries/{GALLERY}/items",
+            files=[("images", (f"p{i}.png", png, "image/png")) for i, png in enumerate(pngs)],
+            data={"items": json.dumps([{"camera": "c1", "timestamp": i} for i in range(3)])},
+            headers={"X-API-Key": "secret-key"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        pg.dispatch_event("#api-key", "change")
+        pg.wait_for_selector(f'#gallery option[value="{GALLERY}"]', state="attached")
+        search(pg, pngs[0])
+        cards = shown_matches(pg, reranked=False)
+        assert cards[0]["id"] == 1
+        if has_image_route(keyed_server, {"X-API-Key": "secret-key"}):
+            assert all(c["thumb"] > 0 for c in cards), cards
+        pg.wait_for_selector("#trajectory:not([hidden])")
     finally:
         context.close()
