@@ -23,6 +23,7 @@ from service.api import (
     job_routes,
     metrics_routes,
     model_routes,
+    view_routes,
 )
 from service.api.auth import declare_security
 from service.api.errors import install_error_handlers, overloaded_response
@@ -164,6 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
         model_routes.router,
         gallery_routes.router,
         job_routes.router,
+        view_routes.router,  # attribute search, trajectory (service/api/view_routes.py)
         web_routes.router,  # the try-it page: GET / and /ui/* (service/web)
         docs_routes.router,  # /docs, /redoc and their assets, no CDN
     ]

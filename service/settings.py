@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     """Largest ``k`` a search may ask for."""
     max_metadata_bytes: int = Field(default=16384, ge=2)
     """Largest JSON metadata per item."""
+    trajectory_min_score: float = Field(default=0.5, ge=-1.0, le=1.0)
+    """Cosine score a match needs to appear in a trajectory view when the request gives no
+    ``min_score``."""
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
     """Index of new and reopened galleries: flat (exact), ivf or hnsw."""
     ivf_nlist: int = Field(default=1024, ge=1)

@@ -29,6 +29,7 @@ from service.errors import (
     Unauthorized,
     UnsupportedImageFormat,
 )
+from service.gallery.attribute_search import UnknownAttribute
 from service.jobs.sources import ArchiveError
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (Overloaded, 429, Overloaded.code),
     (ArchiveError, 400, ArchiveError.code),
     (ModelMismatch, 409, ModelMismatch.code),
+    (UnknownAttribute, 422, UnknownAttribute.code),
     (RequestTooLarge, 413, RequestTooLarge.code),
     (InvalidInput, 400, InvalidInput.code),
     (ManifestError, 503, ManifestError.code),

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from pydantic import TypeAdapter, ValidationError
 
+from reidcore.attributes import AttributeSchema
 from service.api.auth import require_read, require_write
 from service.api.deps import (
     EngineDep,
@@ -40,8 +41,11 @@ from service.api.schemas import (
     to_epoch,
 )
 from service.api.uploads import predictions, read_images
+from service.batching import InferenceEngine
 from service.errors import InvalidInput
-from service.gallery import Item, NewItem, SearchFilter
+from service.gallery import GalleryManager, Item, Match, NewItem, SearchFilter
+from service.gallery.attribute_search import matching_ids
+from service.gallery.trajectory import time_kind
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -65,6 +69,7 @@ def item_response(item: Item) -> ItemResponse:
             "external_id": item.external_id,
             "camera": item.camera,
             "timestamp": from_epoch_or_unknown(item.timestamp),
+            "time_kind": time_kind(item.timestamp, item.metadata),
             "metadata": item.metadata,
             "attributes": item.attributes,
         }
@@ -214,11 +219,37 @@ def search(
     engine: EngineDep,
     galleries: GalleriesDep,
     settings: SettingsDep,
+    runtime: RuntimeDep,
 ) -> SearchResponse:
-    """Top-k matches, exact under the filters; optionally k-reciprocal re-ranked."""
+    """Top-k matches, exact under the filters (and the predicted ``attributes``);
+    optionally k-reciprocal re-ranked."""
+    matches = find_matches(gallery, image, params, engine, galleries, settings, runtime.schema)
+    return SearchResponse(
+        gallery=gallery,
+        reranked=params.rerank,
+        matches=[
+            MatchResponse(item=item_response(m.item), score=m.score, distance=m.distance)
+            for m in matches
+        ],
+    )
+
+
+def find_matches(
+    gallery: str,
+    image: UploadFile,
+    params: SearchParams,
+    engine: InferenceEngine,
+    galleries: GalleryManager,
+    settings: Settings,
+    schema: AttributeSchema,
+) -> list[Match]:
+    """The matches of an image search (also the trajectory view's)."""
     if params.k > settings.max_k:
         raise InvalidInput(f"k={params.k} is over the limit of {settings.max_k}")
     g = galleries.get(gallery)  # 404/409 before spending time on the model
+    filt = search_filter(params)
+    wanted = params.attributes
+    among = g.run(lambda s: matching_ids(s, schema, wanted, filt)) if wanted else None
     query = engine.infer(
         read_images(
             [image],
@@ -228,20 +259,8 @@ def search(
             preprocess=engine.preprocess,
         )
     ).embeddings[0]
-    matches = g.search(
-        query,
-        params.k,
-        search_filter(params),
-        settings.rerank_params() if params.rerank else None,
-    )
-    return SearchResponse(
-        gallery=gallery,
-        reranked=params.rerank,
-        matches=[
-            MatchResponse(item=item_response(m.item), score=m.score, distance=m.distance)
-            for m in matches
-        ],
-    )
+    rerank = settings.rerank_params() if params.rerank else None
+    return g.search(query, params.k, filt, rerank, among)
 
 
 def search_filter(params: SearchParams) -> SearchFilter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Json,
     JsonValue,
     field_validator,
 )
@@ -129,6 +130,10 @@ class ItemResponse(BaseModel):
     camera: str
     timestamp: dt.datetime | None
     """Capture time; null when unknown (such items never match a time filter)."""
+    time_kind: Literal["datetime", "offset"] | None = None
+    """How to read ``timestamp``: ``datetime`` (wall clock) or ``offset`` (seconds from the
+    start of a recording, counted from 1970-01-01T00:00:00Z: dataset frame times; set by
+    ``"time_kind": "offset"`` in the item's metadata); null when the time is unknown."""
     metadata: dict[str, Any]
     attributes: dict[str, AttributePrediction]
 
@@ -165,6 +170,11 @@ REPEATED_CAMERAS = Field(
 """A repeatable multipart field: sent once, it is one value, which the schema must allow."""
 
 
+AttributeName = Annotated[str, Field(min_length=1, max_length=64)]
+WantedAttributes = Annotated[dict[AttributeName, AttributeName], Field(min_length=1, max_length=64)]
+"""Wanted attribute values: attribute (or colour group) name -> value."""
+
+
 class SearchParams(BaseModel):
     """Search options (multipart form fields beside the image)."""
 
@@ -182,6 +192,10 @@ class SearchParams(BaseModel):
     """Minimum cosine score."""
     rerank: bool = False
     """Re-rank the shortlist with k-reciprocal re-ranking."""
+    attributes: Annotated[Json[WantedAttributes] | None, NULL_FORM] = None
+    """Only items whose predicted attributes have these values: a JSON object such as
+    ``{"gender": "female", "backpack": "yes"}`` (names and values of the model's attribute
+    schema, ``GET /v1/attribute-schema``)."""
 
     _times_in_range = field_validator("time_from", "time_to")(_representable)
 
@@ -331,9 +345,10 @@ def with_limits(doc: dict[str, Any], max_k: int, max_images: int) -> dict[str, A
     (the largest ``k`` of a search, the most images per request), which the static models
     cannot know."""
     schemas = doc.get("components", {}).get("schemas", {})
-    k = schemas.get("SearchParams", {}).get("properties", {}).get("k")
-    if k is not None:
-        k["maximum"] = max_k
+    for name in ("SearchParams", "TrajectoryParams", "AttributeSearchRequest"):
+        k = schemas.get(name, {}).get("properties", {}).get("k")
+        if k is not None:
+            k["maximum"] = max_k
     for body in schemas.values():
         images = body.get("properties", {}).get("images")
         if images is not None and images.get("type") == "array":

@@ -12,6 +12,7 @@ from PIL import Image
 from reidcore.attributes import AttributeSchema
 from reidcore.preprocess import PreprocessConfig
 from service.errors import InvalidInput
+from service.gallery.attribute_search import stored_prediction
 from service.images import check_pixel_budget, decode_upload
 
 
@@ -40,10 +41,7 @@ def read_images(
 
 
 def predictions(schema: AttributeSchema, probs: dict[str, np.ndarray], row: int) -> dict[str, Any]:
-    """Per attribute: {"label": predicted class, "probability": its probability}."""
-    out = {}
-    for attr in schema:
-        p = probs[attr.name][row]
-        best = int(np.argmax(p))
-        out[attr.name] = {"label": attr.classes[best], "probability": float(p[best])}
-    return out
+    """Per attribute: {"label": predicted class, "probability": its probability,
+    "probabilities": every class's, in schema order} (what a gallery item stores; the
+    attribute search reads the last one)."""
+    return {attr.name: stored_prediction(attr, probs[attr.name][row]) for attr in schema}

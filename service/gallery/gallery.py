@@ -22,6 +22,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import numpy as np
 
 from service.errors import GalleryNotFound, InvalidInput, ItemNotFound
+from service.gallery.attribute_search import restricted_hits
 from service.gallery.backend import GalleryStore
 from service.gallery.search import scores_to_distances
 from service.gallery.types import (
@@ -107,6 +108,11 @@ class Gallery:
         return items[item_id]
 
     @_while_open
+    def run(self, fn: Callable[[GalleryStore], R]) -> R:
+        """``fn(store)`` while the gallery is open (a deletion waits for it; 404 after)."""
+        return fn(self.store)
+
+    @_while_open
     def stats(self) -> GalleryStats:
         return self.store.stats()
 
@@ -129,8 +135,11 @@ class Gallery:
         k: int,
         filt: SearchFilter | None = None,
         rerank: RerankParams | None = None,
+        among: np.ndarray | None = None,
     ) -> list[Match]:
-        """Top-``k`` items for ``query`` [dim] (unit vector), exact under ``filt``.
+        """Top-``k`` items for ``query`` [dim] (unit vector), exact under ``filt``; with
+        ``among`` (item ids, ascending), only those items (the ``attributes`` filter,
+        :func:`service.gallery.attribute_search.restricted_hits`).
 
         With ``rerank``, the ``rerank.shortlist`` best candidates are re-ranked with
         k-reciprocal re-ranking and the best ``k`` of them returned, by re-ranked distance
@@ -142,11 +151,14 @@ class Gallery:
             raise InvalidInput(
                 f"query has dimension {q.shape[0]}, gallery {self.name!r} has {self.dim}"
             )
-        if rerank is not None and rerank.mode == "exact" and filt.is_empty():
+        if rerank is not None and rerank.mode == "exact" and filt.is_empty() and among is None:
             ids, scores, dists = self._exact(q, k, rerank)
         else:
             depth = max(k, rerank.shortlist) if rerank else k
-            found = self.store.search(q[None], depth, filt, with_vectors=rerank is not None)
+            if among is None:
+                found = self.store.search(q[None], depth, filt, with_vectors=rerank is not None)
+            else:
+                found = [restricted_hits(self.store, q, depth, filt, among, rerank is not None)]
             hits = _min_score(found[0], filt.min_score)
             ids, scores = hits.ids, hits.scores
             if rerank is not None and hits.vectors is not None and len(ids) > 1:

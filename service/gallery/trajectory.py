@@ -78,7 +78,7 @@ class Trajectory:
 
 def _with_gaps(timed: Sequence[tuple[Match, TimeKind, float]]) -> list[Sighting]:
     out: list[Sighting] = []
-    for m, kind, sec in sorted(timed, key=lambda t: (t[1], t[2], t[0].item.id)):
+    for m, kind, sec in sorted(timed, key=lambda t: (t[1] != "offset", t[2], t[0].item.id)):
         prev = out[-1] if out else None
         gap = sec - prev.seconds if prev is not None and prev.kind == kind else None
         out.append(Sighting(m, kind, sec, gap))

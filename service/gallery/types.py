@@ -23,7 +23,8 @@ class NewItem:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     """Caller's JSON metadata, returned with matches."""
     attributes: Mapping[str, Any] = field(default_factory=dict)
-    """Attributes predicted by the model: name -> {"label", "probability"}."""
+    """Attributes predicted by the model: name -> {"label", "probability", "probabilities"}
+    (every class's, in schema order; :mod:`service.gallery.attribute_search`)."""
 
 
 @dataclass(frozen=True)

@@ -227,4 +227,6 @@ def resolve(
             stamp = mtime
         case _:
             stamp = None
+    if rules.time == "auto" and dataset is not None and stamp is not None:
+        metadata["time_kind"] = "offset"  # frame / fps: seconds from the recording start
     return ItemInfo(camera, stamp, metadata)
