@@ -5,6 +5,11 @@ Deterministic (``--generation-deterministic``, no example database) and bounded 
 per operation, so it takes seconds, not minutes. What a valid image or archive is, and the
 rules across form fields that JSON Schema cannot state, come from
 ``tests/service/schemathesis_hooks.py``.
+
+A new endpoint or form field keeps this green by saying in the OpenAPI document what it
+accepts: the media types of file fields (``service.api.schemas.multipart``), limits that come
+from settings (``service.api.schemas.with_limits``), ``null``/empty optional form fields as
+absent (``NULL_FORM``); rules across fields that JSON Schema cannot state go in the hooks.
 """
 
 from __future__ import annotations
