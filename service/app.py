@@ -32,6 +32,7 @@ from service.asgi import AuthGate, BodyGuard, BodyLimits
 from service.batching import InferenceEngine, MicroBatcher
 from service.cpu import limit_numpy_blas
 from service.gallery import GalleryManager, open_backend
+from service.gallery.blobs import open_blobs
 from service.jobs import JobManager, JobState
 from service.metrics import AdmissionControl, Metrics, MetricsMiddleware
 from service.runtime import ModelRuntime
@@ -47,7 +48,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     runtime = ModelRuntime.load(settings.model_dir, settings.runtime_options())
     backend = open_backend(settings.backend_config())
-    galleries = GalleryManager(backend, runtime.manifest.model_id, runtime.dim)
+    blobs = open_blobs(settings.blob_config()) if settings.crops else None  # crops
+    galleries = GalleryManager(backend, runtime.manifest.model_id, runtime.dim, blobs)
     gpus = backend.gpus()  # reported by /readyz
     galleries.open_all()
     metrics: Metrics = app.state.metrics
@@ -74,6 +76,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.close()
         engine.close()
         galleries.close()
+        if blobs is not None:
+            blobs.close()
         app.state.runtime = app.state.galleries = None
         if blas is not None:
             blas.restore_original_limits()

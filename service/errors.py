@@ -74,6 +74,18 @@ class ItemNotFound(ServiceError):
         self.item_id = item_id
 
 
+class CropNotFound(ServiceError):
+    """The item exists but has no stored crop (added before crops were kept, or lost)."""
+
+    code = "crop_not_found"
+
+
+class NotReindexable(ServiceError):
+    """A gallery cannot be re-indexed now (no stored crops, or a re-index already runs)."""
+
+    code = "not_reindexable"
+
+
 class ModelMismatch(ServiceError):
     """A gallery was built with another model (manifest sha256 or embedding dimension)."""
 

@@ -9,6 +9,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.gallery import BackendConfig, IndexOptions, MilvusOptions, RerankParams
+from service.gallery.blobs import BlobConfig
+from service.gallery.crops import CropConfig
 from service.jobs import ArchiveLimits, IndexConfig
 from service.runtime import RuntimeOptions
 
@@ -138,6 +140,39 @@ class Settings(BaseSettings):
     """Consistency of Milvus reads: Strong makes an item acknowledged by any replica visible to
     the next search on every replica; Session only within one replica."""
 
+    crops: bool = True
+    """Keep a crop (JPEG thumbnail) with every new gallery item, served at
+    /v1/galleries/{g}/items/{id}/image and re-embedded by a re-index after a model upgrade."""
+    crop_width: int = Field(default=0, ge=0, le=4096)
+    """Thumbnail width to cover (the smallest downscale at least this wide and crop_height
+    high, aspect kept, never upscaled); 0: the model's input width, so that a re-index
+    embeds what the original would give."""
+    crop_height: int = Field(default=0, ge=0, le=4096)
+    """Thumbnail height to cover; 0: the model's input height."""
+    crop_jpeg_quality: int = Field(default=90, ge=1, le=95)
+    """JPEG quality of the thumbnails."""
+    crop_keep_original: bool = False
+    """Also keep each item's uploaded bytes as they came (GET .../image?original=true; a
+    re-index then embeds the original)."""
+    crop_cache_max_age_s: int = Field(default=86400, ge=0)
+    """Cache-Control max-age of served crops (a crop's bytes never change; its ETag is
+    checked with If-None-Match)."""
+    blob_backend: Literal["file", "s3"] = "file"
+    """Where crops live: file (<data_dir>/blobs, one machine) or s3 (an S3-compatible object
+    store such as MinIO, when several replicas share galleries)."""
+    s3_endpoint_url: str = ""
+    """S3 endpoint, e.g. http://minio:9000 (empty: AWS S3)."""
+    s3_bucket: str = "reid-crops"
+    """Bucket of the crops (created when missing)."""
+    s3_prefix: str = ""
+    """Key prefix of the crops inside the bucket (empty: none)."""
+    s3_region: str = "us-east-1"
+    """S3 region."""
+    s3_access_key_id: str = ""
+    """S3 access key id (empty: boto3's usual credential chain)."""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    """S3 secret access key."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: Any) -> Any:
@@ -167,6 +202,31 @@ class Settings(BaseSettings):
             workers=self.index_workers,
             max_image_pixels=self.max_image_pixels,
             fps=self.index_fps,
+            crop=self.crop_config(),
+        )
+
+    def crop_config(self) -> CropConfig | None:
+        """How crops are made; None when crops are not kept."""
+        if not self.crops:
+            return None
+        return CropConfig(
+            width=self.crop_width,
+            height=self.crop_height,
+            quality=self.crop_jpeg_quality,
+            keep_original=self.crop_keep_original,
+        )
+
+    def blob_config(self) -> BlobConfig:
+        """Where crops are kept."""
+        return BlobConfig(
+            kind=self.blob_backend,
+            root=self.data_dir / "blobs",
+            endpoint_url=self.s3_endpoint_url,
+            bucket=self.s3_bucket,
+            prefix=self.s3_prefix,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key.get_secret_value(),
         )
 
     def runtime_options(self) -> RuntimeOptions:

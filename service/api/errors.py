@@ -16,6 +16,7 @@ from starlette.types import Scope
 
 from service.api.schemas import ErrorResponse
 from service.errors import (
+    CropNotFound,
     GalleryNotFound,
     ImageDecodeError,
     InvalidInput,
@@ -23,6 +24,7 @@ from service.errors import (
     JobNotFound,
     ManifestError,
     ModelMismatch,
+    NotReindexable,
     Overloaded,
     RequestTooLarge,
     ServiceError,
@@ -40,11 +42,13 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (ImageDecodeError, 400, "invalid_image"),
     (GalleryNotFound, 404, GalleryNotFound.code),
     (ItemNotFound, 404, ItemNotFound.code),
+    (CropNotFound, 404, CropNotFound.code),
     (JobNotFound, 404, JobNotFound.code),
     (Unauthorized, 401, Unauthorized.code),
     (Overloaded, 429, Overloaded.code),
     (ArchiveError, 400, ArchiveError.code),
     (ModelMismatch, 409, ModelMismatch.code),
+    (NotReindexable, 409, NotReindexable.code),
     (UnknownAttribute, 422, UnknownAttribute.code),
     (RequestTooLarge, 413, RequestTooLarge.code),
     (InvalidInput, 400, InvalidInput.code),
@@ -69,7 +73,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "Bad input: unreadable image, invalid name or value"),
         (401, "API key missing or wrong (when the service requires keys)"),
         (404, "Gallery or item not found"),
-        (409, "Gallery built with another model"),
+        (409, "Gallery built with another model, or not re-indexable (no stored crops)"),
         (413, "Request body too large"),
         (415, "Image is not JPEG, PNG or WebP"),
         (422, "Missing or malformed request fields"),

@@ -8,20 +8,25 @@ import logging
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, Header, Path, Query, UploadFile
+from fastapi.responses import Response
+from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
 from reidcore.attributes import AttributeSchema
+from reidcore.preprocess import PreprocessConfig
 from service.api.auth import require_read, require_write
 from service.api.deps import (
     EngineDep,
     GalleriesDep,
     GalleryName,
+    JobsDep,
     RuntimeDep,
     SettingsDep,
     one_file,
 )
 from service.api.errors import ERROR_RESPONSES
+from service.api.job_routes import job_response
 from service.api.schemas import (
     IMAGE_TYPES,
     AddedItem,
@@ -31,7 +36,9 @@ from service.api.schemas import (
     GallerySummary,
     ItemInput,
     ItemResponse,
+    JobResponse,
     MatchResponse,
+    ReindexRequest,
     SearchParams,
     SearchResponse,
     from_epoch,
@@ -45,7 +52,10 @@ from service.batching import InferenceEngine
 from service.errors import InvalidInput
 from service.gallery import GalleryManager, Item, Match, NewItem, SearchFilter
 from service.gallery.attribute_search import matching_ids
+from service.gallery.blobs import crop_gallery
+from service.gallery.crops import Crop, make_crop
 from service.gallery.trajectory import time_kind
+from service.images import sniff_format
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -72,8 +82,17 @@ def item_response(item: Item) -> ItemResponse:
             "time_kind": time_kind(item.timestamp, item.metadata),
             "metadata": item.metadata,
             "attributes": item.attributes,
+            "image_url": image_url(item),
         }
     )
+
+
+def image_url(item: Item) -> str | None:
+    """Where the item's crop is served; None when it has none. A crop's key starts with its
+    gallery's name (:func:`service.gallery.blobs.new_key`), kept through a re-index."""
+    if item.crop is None:
+        return None
+    return f"/v1/galleries/{crop_gallery(item.crop)}/items/{item.id}/image"
 
 
 def _epoch_or_unknown(t: dt.datetime | None) -> float:
@@ -146,6 +165,7 @@ def add_items(
         preprocess=engine.preprocess,
     )
     out = engine.infer(decoded)
+    crops = upload_crops([images[i] for i in todo], decoded, settings, engine.preprocess)
     new = [
         NewItem(
             camera=specs[i].camera,
@@ -156,7 +176,7 @@ def add_items(
         )
         for row, i in enumerate(todo)
     ]
-    added = iter(g.add(new, out.embeddings))
+    added = iter(g.add(new, out.embeddings, crops))
     results = [
         AddedItem(id=known[s.external_id], external_id=s.external_id, created=False)
         if s.external_id in known
@@ -182,6 +202,81 @@ def get_item(gallery: GalleryName, item_id: ItemId, galleries: GalleriesDep) -> 
 )
 def delete_item(gallery: GalleryName, item_id: ItemId, galleries: GalleriesDep) -> None:
     galleries.get(gallery).delete(item_id)
+
+
+def upload_crops(
+    files: list[UploadFile],
+    decoded: list[Image.Image],
+    settings: Settings,
+    preprocess: PreprocessConfig,
+) -> list[Crop | None] | None:
+    """The crops kept with these uploads (None when crops are not kept)."""
+    config = settings.crop_config()
+    if config is None:
+        return None
+    size = (preprocess.width, preprocess.height)
+    crops: list[Crop | None] = []
+    for f, image in zip(files, decoded, strict=True):
+        original = None
+        if config.keep_original:
+            f.file.seek(0)
+            original = f.file.read()
+        crops.append(make_crop(image, original, config, size))
+    return crops
+
+
+@router.get(
+    "/{gallery}/items/{item_id}/image",
+    summary="The stored crop of one item",
+    dependencies=READ,
+    operation_id="get_item_image",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The crop (JPEG thumbnail)"},
+        304: {"description": "Not modified: the If-None-Match ETag is current"},
+    },
+)
+def get_item_image(
+    gallery: GalleryName,
+    item_id: ItemId,
+    galleries: GalleriesDep,
+    settings: SettingsDep,
+    original: Annotated[
+        bool, Query(description="The original upload, when the service keeps originals")
+    ] = False,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The item's crop with an ETag and cache headers (304 when If-None-Match matches); 404
+    with a reason for items added before crops were kept."""
+    g = galleries.get(gallery)
+    key = g.crop_key(item_id, original)
+    etag = f'"{key.rsplit("/", 1)[-1]}"'  # a key's bytes never change
+    headers = {"ETag": etag, "Cache-Control": f"private, max-age={settings.crop_cache_max_age_s}"}
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    _, data = g.read_crop(item_id, original)
+    media = {"PNG": "image/png", "WebP": "image/webp"}.get(sniff_format(data) or "", "image/jpeg")
+    return Response(data, media_type=media, headers=headers)
+
+
+@router.post(
+    "/{gallery}/reindex",
+    status_code=202,
+    summary="Re-embed every stored crop with the served model (a job)",
+    dependencies=WRITE,
+)
+def reindex_gallery(
+    gallery: GalleryName,
+    jobs: JobsDep,
+    body: Annotated[ReindexRequest | None, Body()] = None,
+) -> JobResponse:
+    """A job (GET/DELETE /v1/jobs/{id}: progress, cancel; resumed after a restart) that
+    re-embeds every stored crop with the model now served into a new version of the gallery,
+    which replaces the old one only when complete. 409 when the gallery has no stored crops
+    (built before crops were kept) or is already being re-indexed. Item ids change;
+    external ids, cameras, times, metadata and crops stay."""
+    allow = body.allow_partial if body is not None else False
+    return job_response(jobs.submit_reindex(gallery, allow))
 
 
 @router.get("/{gallery}", summary="Gallery statistics", dependencies=READ)

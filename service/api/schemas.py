@@ -136,6 +136,19 @@ class ItemResponse(BaseModel):
     ``"time_kind": "offset"`` in the item's metadata); null when the time is unknown."""
     metadata: dict[str, Any]
     attributes: dict[str, AttributePrediction]
+    image_url: str | None = None
+    """Path of the item's stored crop, ``/v1/galleries/{gallery}/items/{id}/image`` (a JPEG
+    thumbnail covering the model's input size); null for items added before crops were kept."""
+
+
+class ReindexRequest(BaseModel):
+    """Options of a re-index (JSON body, optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_partial: bool = False
+    """Re-index even when some items have no stored crop (they are left out of the new
+    version and reported as failures); without it such a gallery is refused with 409."""
 
 
 def null_form(v: Any) -> Any:

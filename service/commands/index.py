@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from service.gallery import GalleryManager
     from service.jobs.rules import NamingRules
     from service.jobs.shard import Shard
     from service.jobs.sources import Source
+    from service.runtime import ModelRuntime
+    from service.settings import Settings
 
 HELP = "Bulk-index a folder (or tar/zip archive) of camera crops into a gallery."
 
@@ -39,8 +42,21 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="DIR", help="folder, tar or zip archive of crops")
+    parser.add_argument(
+        "source", metavar="DIR", nargs="?", help="folder, tar or zip archive of crops"
+    )
     parser.add_argument("--gallery", required=True, help="gallery name (created if missing)")
+    parser.add_argument(
+        "--reindex",
+        action="store_true",
+        help="instead of indexing DIR, re-embed every crop the gallery keeps with the model "
+        "now served, into a new version that replaces it when complete (after a model upgrade)",
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="with --reindex: leave out the items that have no stored crop instead of refusing",
+    )
     parser.add_argument("--model", default=None, help="model folder (default REID_MODEL_DIR)")
     parser.add_argument("--data", default=None, help="data directory (default REID_DATA_DIR)")
     parser.add_argument(
@@ -115,6 +131,13 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise CommandError(f"invalid settings (give --model and --data or REID_*): {exc}") from None
+    if args.reindex:
+        try:
+            return _reindex(args.gallery, settings, not args.no_progress, args.allow_partial)
+        except ServiceError as exc:
+            raise CommandError(str(exc)) from None
+    if args.source is None:
+        raise CommandError("give the folder or archive to index (DIR), or --reindex")
     try:
         rules = NamingRules.create(
             args.camera_level, args.time, args.time_format, args.time_regex, settings.index_fps
@@ -143,10 +166,9 @@ def _index(
 ) -> int:
     from tqdm import tqdm
 
-    from service.gallery import GalleryManager, check_name, open_backend
+    from service.gallery import check_name
     from service.jobs import IndexProgress, JobState, JobStore, index_source, open_source
     from service.jobs.shard import ShardSource
-    from service.runtime import ModelRuntime
     from service.settings import Settings
 
     assert isinstance(settings, Settings)
@@ -154,10 +176,7 @@ def _index(
     source: Source = open_source(source_path, settings.archive_limits())
     if shard is not None:
         source = ShardSource(source, shard)
-    runtime = ModelRuntime.load(settings.model_dir, settings.runtime_options())
-    index = dataclasses.replace(settings.index_options(), use_gpu=False)
-    config = dataclasses.replace(settings.backend_config(), index=index)
-    galleries = GalleryManager(open_backend(config), runtime.manifest.model_id, runtime.dim)
+    runtime, galleries = _open(settings)
     gallery = galleries.get_or_create(name)
     store = JobStore(Path(settings.data_dir) / "jobs.sqlite3")
     job_id = store.create(
@@ -193,6 +212,65 @@ def _index(
         print(f"  failed: {f.member}: {f.reason}")
     if job.failed > 20:
         print(f"  ... and {job.failed - 20} more (GET /v1/jobs/{job.id} lists them all)")
+    return 0
+
+
+def _open(settings: Settings) -> tuple[ModelRuntime, GalleryManager]:
+    """The model and the galleries (with their crops) of these settings."""
+    from service.gallery import GalleryManager, open_backend
+    from service.gallery.blobs import open_blobs
+    from service.runtime import ModelRuntime
+
+    runtime = ModelRuntime.load(settings.model_dir, settings.runtime_options())
+    index = dataclasses.replace(settings.index_options(), use_gpu=False)
+    config = dataclasses.replace(settings.backend_config(), index=index)
+    blobs = open_blobs(settings.blob_config()) if settings.crops else None
+    galleries = GalleryManager(open_backend(config), runtime.manifest.model_id, runtime.dim, blobs)
+    return runtime, galleries
+
+
+def _reindex(name: str, settings: Settings, progress: bool, allow_partial: bool) -> int:
+    """``reid index --reindex``: the service's re-index job, run here (same job record and
+    resume: running the command again after an interruption continues where it stopped)."""
+    from tqdm import tqdm
+
+    from service.gallery import check_name
+    from service.jobs import IndexProgress, JobState, JobStore
+    from service.jobs import reindex as rx
+
+    check_name(name)
+    runtime, galleries = _open(settings)
+    rx.check_reindexable(galleries, name, allow_partial)
+    store = JobStore(Path(settings.data_dir) / "jobs.sqlite3")
+    job_id = store.create(name, rx.job_source(name), state=JobState.RUNNING)
+    bar = tqdm(unit="item", disable=not progress, file=sys.stderr)
+
+    def start(total: int) -> bool:
+        bar.reset(total=total)
+        return store.start(job_id, total)
+
+    def report(p: IndexProgress) -> None:
+        store.progress(job_id, p.added, p.duplicates, p.failures, p.seconds)
+        bar.update(p.added + len(p.failures))
+
+    try:
+        rx.reindex_gallery(galleries, name, runtime, settings.index_config(), start, report)
+    except KeyboardInterrupt:
+        store.set_state(job_id, JobState.CANCELLED, "interrupted; run the command again")
+        raise
+    finally:
+        bar.close()
+    store.set_state(job_id, JobState.SUCCEEDED)
+    job = store.get(job_id)
+    store.close()
+    galleries.close()
+    assert job is not None
+    print(
+        f"job {job.id}: gallery {name!r} re-indexed with model {runtime.manifest.model_id[:12]}: "
+        f"{job.added} items re-embedded, {job.failed} left out"
+    )
+    for f in job.failures[:20]:
+        print(f"  left out: {f.member}: {f.reason}")
     return 0
 
 

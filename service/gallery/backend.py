@@ -32,6 +32,8 @@ class GalleryStore(abc.ABC):
     name: str
     dim: int
     model_id: str
+    keeps_crops: bool = True
+    """Whether items can name a stored crop (False: a Milvus collection from before crops)."""
 
     @abc.abstractmethod
     def add(self, items: Sequence[NewItem], embeddings: np.ndarray) -> list[AddResult]:
@@ -114,6 +116,11 @@ class GalleryBackend(abc.ABC):
     @abc.abstractmethod
     def drop(self, name: str) -> None:
         """Delete gallery ``name`` and everything stored for it (nothing when absent)."""
+
+    @abc.abstractmethod
+    def replace(self, source: str, name: str) -> None:
+        """Make gallery ``source`` the gallery ``name``, whose old content is dropped (both
+        closed in this process; a re-index's finished new version replacing the old)."""
 
     def gpus(self) -> int:
         """GPUs this engine uses inside the service process."""

@@ -14,16 +14,19 @@ Written once for every engine (:mod:`service.gallery.backend`). Re-ranking:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
-from service.errors import GalleryNotFound, InvalidInput, ItemNotFound
+from service.errors import CropNotFound, GalleryNotFound, InvalidInput, ItemNotFound
 from service.gallery.attribute_search import restricted_hits
 from service.gallery.backend import GalleryStore
+from service.gallery.blobs import BlobStore, new_key, original_key
+from service.gallery.crops import Crop
 from service.gallery.search import scores_to_distances
 from service.gallery.types import (
     AddResult,
@@ -66,8 +69,10 @@ def _while_open(
 class Gallery:
     """One open gallery over a :class:`GalleryStore`; thread-safe as its store is."""
 
-    def __init__(self, store: GalleryStore) -> None:
+    def __init__(self, store: GalleryStore, blobs: BlobStore | None = None) -> None:
         self.store = store
+        self.blobs = blobs
+        """Where the items' crops are kept (None: no crops are kept)."""
         self.name = store.name
         self.dim = store.dim
         self.model_id = store.model_id
@@ -77,17 +82,74 @@ class Gallery:
 
     # ------------------------------------------------------------ storage, passed through
     @_while_open
-    def add(self, items: Sequence[NewItem], embeddings: np.ndarray) -> list[AddResult]:
-        """Store items with their embeddings [M, dim] durably, then make them searchable.
+    def add(
+        self,
+        items: Sequence[NewItem],
+        embeddings: np.ndarray,
+        crops: Sequence[Crop | None] | None = None,
+    ) -> list[AddResult]:
+        """Store items with their embeddings [M, dim] (and ``crops``, one per item) durably,
+        then make them searchable.
 
-        Items whose external id already exists are not written again (idempotent add).
+        Each crop is written to the blob store *before* the transaction that stores its item,
+        so no acknowledged item lacks its crop; a failure leaves at worst an orphan blob
+        (:func:`service.gallery.blobs.sweep_orphans`). Items whose external id already exists
+        are not written again (idempotent add), and their new crops are removed.
         """
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
         if emb.shape != (len(items), self.dim):
             raise InvalidInput(
                 f"expected embeddings of shape ({len(items)}, {self.dim}), got {emb.shape}"
             )
-        return self.store.add(items, emb)
+        if crops is None or self.blobs is None or not self.store.keeps_crops:
+            return self.store.add(items, emb)
+        items = self._put_crops(self.blobs, items, crops)
+        try:
+            results = self.store.add(items, emb)
+        except BaseException:
+            self.blobs.delete(_crop_keys(it.crop for it in items))
+            raise
+        unused = (it.crop for it, r in zip(items, results, strict=True) if not r.created)
+        self.blobs.delete(_crop_keys(unused))
+        return results
+
+    def _put_crops(
+        self, blobs: BlobStore, items: Sequence[NewItem], crops: Sequence[Crop | None]
+    ) -> list[NewItem]:
+        """Write each item's crop under a new key; the items naming their keys."""
+        out = []
+        for it, crop in zip(items, crops, strict=True):
+            if crop is None:
+                out.append(it)
+                continue
+            key = new_key(self.name)
+            if crop.original is not None:
+                blobs.put(original_key(key), crop.original)
+            blobs.put(key, crop.thumbnail)
+            out.append(dataclasses.replace(it, crop=key))
+        return out
+
+    @_while_open
+    def crop_key(self, item_id: int, original: bool = False) -> str:
+        """Blob key of an item's crop (or of its original upload); :class:`CropNotFound` when
+        the item has none (stored before crops were kept), :class:`ItemNotFound`."""
+        key = self.get(item_id).crop
+        if key is None or self.blobs is None:
+            raise CropNotFound(
+                f"item {item_id} of gallery {self.name!r} has no stored crop: it was added "
+                "before the service kept crops (add the image again to keep one)"
+            )
+        return original_key(key) if original else key
+
+    @_while_open
+    def read_crop(self, item_id: int, original: bool = False) -> tuple[str, bytes]:
+        """(key, bytes) of an item's crop or original upload (:meth:`crop_key`)."""
+        key = self.crop_key(item_id, original)
+        data = None if self.blobs is None else self.blobs.get(key)
+        if data is None:
+            what = "original upload was not kept" if original else "crop is missing"
+            raise CropNotFound(f"item {item_id} of gallery {self.name!r}: its {what}")
+        return key, data
 
     @_while_open
     def find_external(self, external_ids: Sequence[str]) -> dict[str, int]:
@@ -96,8 +158,11 @@ class Gallery:
 
     @_while_open
     def delete(self, item_id: int) -> None:
-        """Delete one item durably; raises :class:`ItemNotFound`."""
+        """Delete one item durably, then its crop; raises :class:`ItemNotFound`."""
+        crop = self.get(item_id).crop
         self.store.delete(item_id)
+        if crop is not None and self.blobs is not None:
+            self.blobs.delete(_crop_keys([crop]))
 
     @_while_open
     def get(self, item_id: int) -> Item:
@@ -223,6 +288,11 @@ def _rerank_distances(q: np.ndarray, feats: np.ndarray, p: RerankParams) -> np.n
         rerank_shortlist(q, feats, k1=p.k1, k2=p.k2, lambda_value=p.lambda_value),
         dtype=np.float32,
     )
+
+
+def _crop_keys(keys: Iterable[str | None]) -> list[str]:
+    """Every blob of these crops: thumbnail and original upload (absent ones are ignored)."""
+    return [k for key in keys if key is not None for k in (key, original_key(key))]
 
 
 def _min_score(hits: Hits, min_score: float | None) -> Hits:

@@ -7,13 +7,16 @@ keep working.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from service.errors import GalleryNotFound, InvalidInput, ModelMismatch
 from service.gallery.backend import GalleryBackend, GalleryMissing
+from service.gallery.blobs import BlobStore
 from service.gallery.gallery import Gallery
 
 logger = logging.getLogger(__name__)
@@ -45,8 +48,12 @@ def check_name(name: str) -> str:
 class GalleryManager:
     """Opens, creates, lists and deletes the galleries of one model."""
 
-    def __init__(self, backend: GalleryBackend, model_id: str, dim: int) -> None:
+    def __init__(
+        self, backend: GalleryBackend, model_id: str, dim: int, blobs: BlobStore | None = None
+    ) -> None:
         self.backend = backend
+        self.blobs = blobs
+        """Where crops are kept (None: galleries keep no crops)."""
         self.model_id = model_id
         self.dim = dim
         self._lock = threading.Lock()
@@ -66,8 +73,8 @@ class GalleryManager:
         """
         names = [only] if only is not None else self.backend.names()
         for name in names:
-            if name in self._open or name in self._refused:
-                continue
+            if name in self._open or name in self._refused or not NAME_RE.match(name):
+                continue  # (names no gallery may have: a re-index's new version)
             try:
                 store = self.backend.open(name, self.model_id, self.dim)
             except GalleryMissing:  # gone, or still being created by another process
@@ -76,7 +83,7 @@ class GalleryManager:
                 logger.error("%s", exc)
                 self._refused[name] = exc
                 continue
-            self._open[name] = Gallery(store)
+            self._open[name] = Gallery(store, self.blobs)
 
     def close(self) -> None:
         with self._lock:
@@ -91,6 +98,8 @@ class GalleryManager:
             return self._get_locked(name)
 
     def _get_locked(self, name: str) -> Gallery:
+        if name in self._refused and self._rebuilt_locked(name):
+            del self._refused[name]  # re-indexed for this model by another replica or process
         if name not in self._open and name not in self._refused and NAME_RE.match(name):
             self._discover_locked(name)
         if name in self._refused:
@@ -105,7 +114,7 @@ class GalleryManager:
         with self._lock:
             if name not in self._open and name not in self._refused:
                 store = self.backend.open(name, self.model_id, self.dim, create=True)
-                self._open[name] = Gallery(store)
+                self._open[name] = Gallery(store, self.blobs)
                 logger.info("gallery %s opened on %s (created if new)", name, self.backend.kind)
             return self._get_locked(name)
 
@@ -121,7 +130,30 @@ class GalleryManager:
             if gallery is not None:
                 gallery.close()
             self.backend.drop(name)
+            if self.blobs is not None:
+                self.blobs.delete_prefix(f"{name}/")
         logger.info("gallery %s deleted", name)
+
+    def _rebuilt_locked(self, name: str) -> bool:
+        """Whether refused gallery ``name`` now records this model (re-indexed elsewhere)."""
+        try:
+            return self.backend.recorded_model(name) == (self.model_id, self.dim)
+        except GalleryMissing:
+            return False
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Gallery ``name`` closed and every gallery operation waiting, for the block (a
+        re-index replacing it with its new version); opened again afterwards."""
+        with self._lock:
+            gallery = self._open.pop(name, None)
+            self._refused.pop(name, None)
+            if gallery is not None:
+                gallery.close()
+            try:
+                yield
+            finally:
+                self._discover_locked(name)
 
     def statuses(self) -> list[GalleryStatus]:
         """Every gallery, open or refused, sorted by name."""

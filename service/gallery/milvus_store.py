@@ -58,6 +58,8 @@ MAX_STRING = 1024
 _CHUNK = 1000
 """Ids or strings per filter expression or get call."""
 _ITEM_FIELDS = ["id", "external_id", "camera", "ts", "has_ts", "metadata", "attributes"]
+CROP_FIELD = "crop"
+"""Blob key of the item's crop ('' for none); collections from before crops lack it."""
 
 
 def collection_name(gallery: str) -> str:
@@ -118,7 +120,13 @@ class MilvusStore(GalleryStore):
     """One gallery as one Milvus collection; thread-safe (the client is)."""
 
     def __init__(
-        self, backend: MilvusBackend, name: str, model_id: str, dim: int, index: str
+        self,
+        backend: MilvusBackend,
+        name: str,
+        model_id: str,
+        dim: int,
+        index: str,
+        keeps_crops: bool = True,
     ) -> None:
         self.backend = backend
         self.client = backend.client
@@ -128,6 +136,8 @@ class MilvusStore(GalleryStore):
         self.dim = dim
         self.index = index
         self.consistency = backend.options.consistency
+        self.keeps_crops = keeps_crops
+        self._fields = _ITEM_FIELDS + ([CROP_FIELD] if keeps_crops else [])
         self._write_lock = threading.Lock()
         """Serialises this process's adds: with the read-back, one writer at a time here."""
 
@@ -150,7 +160,10 @@ class MilvusStore(GalleryStore):
                         batch[ext] = len(results)
                     slots.append(len(results))
                     results.append(None)
-                    rows.append(self._row(it, embeddings[j]))
+                    row = self._row(it, embeddings[j])
+                    if self.keeps_crops:
+                        row[CROP_FIELD] = it.crop or ""
+                    rows.append(row)
             if rows:
                 ids = self.client.insert(self.collection, rows)["ids"]
                 self._flush_if_lite()
@@ -245,7 +258,7 @@ class MilvusStore(GalleryStore):
         return found
 
     def fetch(self, item_ids: Sequence[int]) -> dict[int, Item]:
-        return {int(r["id"]): _item(r) for r in self._get(item_ids, _ITEM_FIELDS)}
+        return {int(r["id"]): _item(r) for r in self._get(item_ids, self._fields)}
 
     def vectors(self, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         got = {int(r["id"]): r["vec"] for r in self._get(item_ids, ["id", "vec"])}
@@ -341,6 +354,7 @@ def _item(r: dict[str, Any]) -> Item:
         external_id=str(r["external_id"]) or None,
         metadata=dict(r["metadata"] or {}),
         attributes=dict(r["attributes"] or {}),
+        crop=str(r.get(CROP_FIELD) or "") or None,
     )
 
 
@@ -418,7 +432,9 @@ class MilvusBackend(GalleryBackend):
             where = f"Milvus collection {collection_name(name)}"
             check_model(name, where, (props.get("reid.model_id"), rec_dim), model_id, dim)
             self.client.load_collection(collection_name(name))
-        return MilvusStore(self, name, model_id, dim, props.get("reid.index", "?"))
+            fields = self.client.describe_collection(collection_name(name)).get("fields", [])
+        crops = any(f.get("name") == CROP_FIELD for f in fields)
+        return MilvusStore(self, name, model_id, dim, props.get("reid.index", "?"), crops)
 
     def _create(self, name: str, model_id: str, dim: int) -> None:
         from pymilvus import DataType, MilvusClient, MilvusException
@@ -432,6 +448,7 @@ class MilvusBackend(GalleryBackend):
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("attributes", DataType.JSON)
         schema.add_field("created", DataType.DOUBLE)
+        schema.add_field(CROP_FIELD, DataType.VARCHAR, max_length=MAX_STRING)
         schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
         index = self.client.prepare_index_params()
         index.add_index(
@@ -462,6 +479,13 @@ class MilvusBackend(GalleryBackend):
     def drop(self, name: str) -> None:
         with self._lock:
             self.client.drop_collection(collection_name(name))
+
+    def replace(self, source: str, name: str) -> None:
+        """Make gallery ``source`` the gallery ``name``: drop ``name``, rename ``source``."""
+        with self._lock:
+            self.client.drop_collection(collection_name(name))
+            self.client.rename_collection(collection_name(source), collection_name(name))
+            self.client.load_collection(collection_name(name))
 
     def close(self) -> None:
         self.client.close()

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -148,6 +149,7 @@ class LocalStore(GalleryStore):
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(SCHEMA)
             _allow_unknown_times(conn)
+            _add_crop_column(conn)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta and not create:  # another process is creating it: not a gallery yet
                 raise GalleryMissing(path)
@@ -295,8 +297,8 @@ class LocalStore(GalleryStore):
                     results.append(AddResult(seen[it.external_id], it.external_id, created=False))
                     continue
                 cur = self._conn.execute(
-                    "INSERT INTO items (external_id, camera, timestamp, metadata, attributes, embedding, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO items (external_id, camera, timestamp, metadata, attributes,"
+                    " embedding, created, crop) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         it.external_id,
                         it.camera,
@@ -305,6 +307,7 @@ class LocalStore(GalleryStore):
                         json.dumps(dict(it.attributes)),
                         emb[j].tobytes(),
                         now,
+                        it.crop,
                     ),
                 )
                 res = AddResult(int(cur.lastrowid or 0), it.external_id, created=True)
@@ -363,7 +366,7 @@ class LocalStore(GalleryStore):
         marks = ",".join("?" * len(item_ids))
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, camera, timestamp, external_id, metadata, attributes FROM items"
+                "SELECT id, camera, timestamp, external_id, metadata, attributes, crop FROM items"
                 f" WHERE id IN ({marks})",
                 [int(i) for i in item_ids],
             ).fetchall()
@@ -375,6 +378,7 @@ class LocalStore(GalleryStore):
                 r[3],
                 json.loads(r[4]),
                 json.loads(r[5]),
+                r[6],
             )
             for r in rows
         }
@@ -527,6 +531,15 @@ class LocalBackend(GalleryBackend):
             raise GalleryMissing(path)
         return str(meta["model_id"]), int(meta["dim"])
 
+    def replace(self, source: str, name: str) -> None:
+        """Make gallery ``source`` (closed) the gallery ``name`` (closed), in one rename."""
+        src, dst = self.path(source), self.path(name)
+        _checkpoint(src)
+        for suffix in ("-wal", "-shm"):  # ``name``'s, closed: nothing left to apply
+            Path(f"{dst}{suffix}").unlink(missing_ok=True)
+        os.replace(src, dst)
+        rerank_lists_path(dst).unlink(missing_ok=True)
+
     def drop(self, name: str) -> None:
         base = self.path(name)
         for suffix in ("", "-wal", "-shm"):
@@ -544,6 +557,25 @@ def faiss_gpu_count() -> int:
 
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get is not None else 0
+
+
+def _checkpoint(path: Path) -> None:
+    """Fold a closed gallery file's WAL into it (so the file alone holds every item)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+
+
+def _add_crop_column(conn: sqlite3.Connection) -> None:
+    """Galleries from before crops were kept get the ``crop`` column (NULL: no crop)."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        columns = {c[1] for c in conn.execute("PRAGMA table_info(items)")}
+        if "crop" not in columns:
+            conn.execute("ALTER TABLE items ADD COLUMN crop TEXT")
 
 
 def _timestamp_required(conn: sqlite3.Connection) -> bool:

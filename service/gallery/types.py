@@ -25,6 +25,9 @@ class NewItem:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     """Attributes predicted by the model: name -> {"label", "probability", "probabilities"}
     (every class's, in schema order; :mod:`service.gallery.attribute_search`)."""
+    crop: str | None = None
+    """Blob key of the item's stored crop (:mod:`service.gallery.blobs`); set by
+    :meth:`service.gallery.Gallery.add`, None for none."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class Item:
     external_id: str | None
     metadata: dict[str, Any]
     attributes: dict[str, Any]
+    crop: str | None = None
+    """Blob key of its stored crop; None for items stored before crops were kept."""
 
 
 @dataclass(frozen=True)

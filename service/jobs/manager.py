@@ -19,8 +19,15 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-from service.errors import GalleryNotFound, InvalidInput, JobNotFound, ServiceError
+from service.errors import (
+    GalleryNotFound,
+    InvalidInput,
+    JobNotFound,
+    NotReindexable,
+    ServiceError,
+)
 from service.gallery import GalleryManager, check_name
+from service.jobs import reindex
 from service.jobs.pipeline import IndexConfig, IndexProgress, Model, index_source
 from service.jobs.rules import NamingRules
 from service.jobs.sources import ArchiveLimits, open_source
@@ -120,6 +127,52 @@ class JobManager:
         logger.info("job %s queued: %s (%s) into gallery %s", job_id, filename, sha[:12], gallery)
         return self.get(job_id)
 
+    def submit_reindex(self, gallery: str, allow_partial: bool = False) -> JobRecord:
+        """Queue a re-index of ``gallery`` with the served model (:mod:`service.jobs.reindex`);
+        :class:`NotReindexable` when it has no crops or a re-index of it is unfinished."""
+        check_name(gallery)
+        source = reindex.job_source(gallery)
+        for job in self.store.unfinished():
+            if job.source == source and not job.archive_path:
+                raise NotReindexable(
+                    f"gallery {gallery!r} is already being re-indexed: job {job.id}"
+                )
+        reindex.check_reindexable(self.galleries, gallery, allow_partial)
+        job_id = self.store.create(gallery, source)
+        self._queue.put(job_id)
+        logger.info("job %s queued: re-index of gallery %s", job_id, gallery)
+        return self.get(job_id)
+
+    def _run_reindex(self, job: JobRecord) -> None:
+        """Run a re-index job; cancelled or failed, its new version is dropped."""
+
+        def report(p: IndexProgress) -> None:
+            self.store.progress(job.id, p.added, p.duplicates, p.failures, p.seconds)
+
+        try:
+            completed = reindex.reindex_gallery(
+                self.galleries,
+                job.gallery,
+                self.model,
+                self.config,
+                lambda total: self.store.start(job.id, total),
+                report,
+                lambda: job.id in self._cancel or self._stop.is_set(),
+            )
+        except Exception as exc:
+            reindex.drop_new_version(self.galleries, job.gallery)
+            if not isinstance(exc, ServiceError):
+                raise
+            self._finish(job.id, JobState.FAILED, str(exc))
+            return
+        if completed:
+            self._finish(job.id, JobState.SUCCEEDED)
+        elif self._stop.is_set() and job.id not in self._cancel:
+            self.store.set_state(job.id, JobState.QUEUED)  # shutting down: resume at start
+        else:  # cancelled (while running, or while queued: then already marked)
+            reindex.drop_new_version(self.galleries, job.gallery)
+            self._finish(job.id, JobState.CANCELLED)
+
     def _check_gallery(self, name: str) -> None:
         """Raise :class:`ModelMismatch` when ``name`` exists under another model."""
         with contextlib.suppress(GalleryNotFound):
@@ -157,6 +210,9 @@ class JobManager:
     def _run(self, job_id: str) -> None:
         job = self.store.get(job_id, with_failures=False)
         if job is None or job.state.finished:
+            return
+        if not job.archive_path and job.source == reindex.job_source(job.gallery):
+            self._run_reindex(job)
             return
         if not job.archive_path:  # a `reid index` run that was killed: nothing to resume here
             msg = "interrupted; run the same `reid index` command again (nothing is added twice)"

@@ -32,6 +32,7 @@ from service.api.uploads import predictions
 from service.cpu import available_cpus
 from service.errors import ImageDecodeError
 from service.gallery import Gallery, NewItem
+from service.gallery.crops import Crop, CropConfig, make_crop
 from service.images import decode_upload
 from service.jobs.naming import DEFAULT_FPS, ItemInfo
 from service.jobs.rules import NamingRules, resolve
@@ -65,6 +66,8 @@ class IndexConfig:
     """Largest decoded image accepted (width x height)."""
     fps: float = DEFAULT_FPS
     """Frame rate turning dataset frame numbers into timestamps."""
+    crop: CropConfig | None = None
+    """How the crop kept with each item is made (None: no crop is kept)."""
 
 
 @dataclass
@@ -119,6 +122,8 @@ class _Encoded:
     inference: Inference | None
     failed: list[tuple[_New, str]]
     """Members that did not decode, with the reason."""
+    crops: list[Crop] | None = None
+    """The decoded members' crops (when crops are kept)."""
 
 
 def external_id(data: bytes) -> str:
@@ -214,6 +219,8 @@ class _Indexer:
         tensors = np.empty((len(batch), 3, cfg.height, cfg.width), dtype=np.float32)
         decoded: list[_New] = []
         failed: list[tuple[_New, str]] = []
+        crop = self.config.crop
+        crops: list[Crop] | None = None if crop is None else []
         for m in batch:
             try:
                 image = decode_upload(m.data, self.config.max_image_pixels, m.name, cfg)
@@ -221,9 +228,11 @@ class _Indexer:
             except ImageDecodeError as exc:
                 failed.append((m, str(exc)))
                 continue
+            if crop is not None and crops is not None:
+                crops.append(make_crop(image, m.data, crop, (cfg.width, cfg.height)))
             decoded.append(m)
         inference = self.model.run_batch(tensors[: len(decoded)]) if decoded else None
-        return _Encoded(decoded, inference, failed)
+        return _Encoded(decoded, inference, failed, crops)
 
     def commit(self, encoded: _Encoded) -> None:
         """One gallery transaction for the batch, then report (after the commit).
@@ -249,7 +258,7 @@ class _Indexer:
             ]
             if self.claims is not None:
                 self.claims.claim([m.external_id for m in encoded.members])
-            results = self.gallery.add(items, out.embeddings)
+            results = self.gallery.add(items, out.embeddings, encoded.crops)
             created = sum(1 for x in results if x.created)
             self.pending.added += created
             self.pending.duplicates += len(results) - created
