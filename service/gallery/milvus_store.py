@@ -193,22 +193,26 @@ class MilvusStore(GalleryStore):
         }
 
     def _settle_duplicates(self, results: list[AddResult | None], exts: list[str | None]) -> None:
-        """Another writer added one of these external ids at the same time: keep the lowest
-        id everywhere, delete ours if it is not, and report the item as already present."""
+        """Another writer added one of these external ids at the same time: whoever sees the
+        copies keeps the lowest id and deletes the others (its own or not), so the writers
+        converge on one item whatever the order they see each other's inserts in; our item,
+        when not the one kept, is reported as already present.
+
+        The one case it cannot cover: a writer that saw no copy has answered with its id,
+        which a later writer then deletes as the higher one; the item (the same external id:
+        the same crop in bulk jobs) stays, under the lower id."""
         mine = [e for e in exts if e]
         if not mine:
             return
         owners: dict[str, list[int]] = {}
         for e, i in self._external_rows(mine):
             owners.setdefault(e, []).append(i)
-        losers = []
+        losers = sorted({i for ids in owners.values() for i in ids if i != min(ids)})
         for k, r in enumerate(results):
-            if r is None or not r.created or r.external_id not in owners:
-                continue
-            keep = min(owners[r.external_id])
-            if keep != r.id:
-                losers.append(r.id)
-                results[k] = AddResult(keep, r.external_id, created=False)
+            if r is not None and r.created and r.external_id in owners:
+                keep = min(owners[r.external_id])
+                if keep != r.id:
+                    results[k] = AddResult(keep, r.external_id, created=False)
         if losers:
             self.client.delete(self.collection, ids=losers)
             logger.info("gallery %s: %d concurrent duplicates removed", self.name, len(losers))

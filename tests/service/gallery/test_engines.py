@@ -101,6 +101,24 @@ def test_concurrent_adds_of_one_external_id_converge(tmp_path: Path) -> None:
     assert len(first) == 2 and first.find_external(["x"]) == {"x": kept.id}
 
 
+def test_a_writer_removes_every_copy_but_the_lowest(tmp_path: Path) -> None:
+    """A copy another writer left (it saw none and has not settled) goes too."""
+    feats = _unit(np.random.default_rng(3).standard_normal((1, DIM)))
+    writers = [
+        GalleryManager(make_backend(tmp_path, "milvus"), MODEL, DIM).get_or_create("g")
+        for _ in range(3)
+    ]
+    for w in writers[1:]:
+        w.store.find_external = lambda external_ids: {}  # type: ignore[method-assign]
+    kept = writers[0].add([NewItem("c", 1.0, "x")], feats)[0]
+    writers[1].store._settle_duplicates = lambda results, exts: None  # type: ignore[attr-defined]
+    unsettled = writers[1].add([NewItem("c", 1.0, "x")], feats)[0]
+    assert unsettled.created and len(writers[0]) == 2
+    last = writers[2].add([NewItem("c", 1.0, "x")], feats)[0]
+    assert (last.id, last.created) == (kept.id, False)
+    assert len(writers[0]) == 1 and writers[0].find_external(["x"]) == {"x": kept.id}
+
+
 def test_neighbourhood_rerank_is_the_full_algorithm_when_it_covers_the_gallery(
     tmp_path: Path, engine: str
 ) -> None:
