@@ -8,12 +8,14 @@ calls valid are valid. Loaded by ``SCHEMATHESIS_HOOKS=tests.service.schemathesis
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import tarfile
 import zipfile
 from typing import Any
 
+import httpx
 import numpy as np
 import schemathesis
 from hypothesis import strategies as st
@@ -119,4 +121,29 @@ def time_range_in_order(
                 del body["time_to"]
     except (TypeError, ValueError):  # not times: the server says so (a negative case)
         pass
+    return case
+
+
+@functools.cache
+def _wanted(base_url: str) -> dict[str, str]:
+    """One valid wanted attribute value of the served model (its first attribute and class)."""
+    schema = httpx.get(f"{base_url.rstrip('/')}/v1/attribute-schema", timeout=30).json()
+    name, values = next(iter(schema["attributes"].items()))
+    return {name: values[0]}
+
+
+@schemathesis.hook("map_case").apply_to(
+    method="POST", path_regex=r"/(search|trajectory|attribute-search)$"
+)
+def known_attributes(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
+    """Attribute names and values are the served model's (``GET /v1/attribute-schema``),
+    which the static schema cannot list: valid cases ask for one that exists."""
+    if case.operation.path.endswith("attribute-search"):
+        negative = case.meta is not None and case.meta.generation.mode.is_negative
+        if isinstance(case.body, dict) and not negative:
+            case.body["attributes"] = _wanted(case.operation.schema.get_base_url())
+        return case
+    body = _positive_form(case)
+    if body is not None and body.get("attributes") is not None:
+        body["attributes"] = json.dumps(_wanted(case.operation.schema.get_base_url()))
     return case
