@@ -126,6 +126,19 @@ class ReidClient:
         body = self._call("POST", "/v1/attributes", files={"image": _image_part(path)})
         return dict(body["attributes"])
 
+    def attribute_search(self, gallery: str, wanted: dict[str, str], k: int) -> dict[str, Any]:
+        """``POST /v1/galleries/{g}/attribute-search``: items by joint probability."""
+        body = {"attributes": wanted, "k": k}
+        return dict(self._call("POST", f"/v1/galleries/{gallery}/attribute-search", json=body))
+
+    def trajectory(self, gallery: str, path: Path, k: int, min_score: float) -> dict[str, Any]:
+        """``POST /v1/galleries/{g}/trajectory``: lanes per camera and the path in time."""
+        data = {"k": str(k), "min_score": str(min_score)}
+        files = {"image": _image_part(path)}
+        return dict(
+            self._call("POST", f"/v1/galleries/{gallery}/trajectory", files=files, data=data)
+        )
+
     def search(self, gallery: str, path: Path, k: int, rerank: bool) -> list[dict[str, Any]]:
         """``POST /v1/galleries/{g}/search``: the matches, best first."""
         data = {"k": str(k), "rerank": "true" if rerank else "false"}

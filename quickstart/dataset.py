@@ -135,8 +135,10 @@ def _images(
     for i, s in enumerate(samples):
         path = Path(s.path)
         info = parse_dataset_name(path.name)
+        from_name = s.path not in stamps and info is not None
         stamp = stamps.get(s.path, info.timestamp if info else None)
-        out.append(GalleryImage(path, s.pid, s.camid, _member_name(path, base, i), stamp))
+        kind = "offset" if from_name else "datetime"  # dataset names give frame times
+        out.append(GalleryImage(path, s.pid, s.camid, _member_name(path, base, i), stamp, kind))
     return out
 
 

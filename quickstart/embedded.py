@@ -51,6 +51,9 @@ class GalleryImage:
     """Unique name inside the dataset (archive member, item ``file``); default the file name."""
     timestamp: float | None = None
     """Capture time in seconds (dataset names: frame / 25 fps); None when unknown."""
+    time_kind: str = "datetime"
+    """``offset`` when ``timestamp`` counts from the start of a recording (dataset frame
+    times), ``datetime`` for wall-clock times; stored as item metadata ``time_kind``."""
 
     @property
     def member(self) -> str:
@@ -137,7 +140,7 @@ def _manifest_entry(img: GalleryImage) -> dict[str, Any]:
         "file": img.member,
         "camera": f"c{img.camid}",
         "timestamp": img.timestamp,
-        "metadata": {"identity": img.pid},
+        "metadata": {"identity": img.pid, "time_kind": img.time_kind},
     }
 
 
@@ -178,7 +181,7 @@ def item_fields(img: GalleryImage) -> dict[str, Any]:
         "camera": f"c{img.camid}",
         "timestamp": img.timestamp,
         "external_id": img.member,
-        "metadata": {"file": img.member, "identity": img.pid},
+        "metadata": {"file": img.member, "identity": img.pid, "time_kind": img.time_kind},
     }
 
 

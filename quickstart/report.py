@@ -49,6 +49,8 @@ class QueryRun:
     """Items the gallery holds."""
     searches: dict[bool, list[list[dict[str, Any]]]]
     """rerank flag -> per query, the service's matches."""
+    gallery: str = ""
+    """The gallery searched."""
 
 
 def gallery_labels(
@@ -141,7 +143,7 @@ def run_queries(
         for flag in (False, True)
     ]
     rows += full_ranking_rows(embed_queries(client, queries), g_emb, labels)
-    return QueryRun(rows, k, len(files), searches)
+    return QueryRun(rows, k, len(files), searches, gallery)
 
 
 # --------------------------------------------------------------------------- examples
@@ -190,7 +192,69 @@ def examples(
     if count <= 0 or not queries:
         return []
     picks = sorted({round(i * (len(queries) - 1) / max(count - 1, 1)) for i in range(count)})
-    return [
-        format_example(queries[i], client.attributes(queries[i].path), run.searches[True][i])
-        for i in picks
+    shown = []
+    for n, i in enumerate(picks):
+        attrs = client.attributes(queries[i].path)
+        text = format_example(queries[i], attrs, run.searches[True][i])
+        if n == 0 and run.gallery:  # the first one also searched by description and in time
+            text += "\n" + attribute_example(client, run.gallery, queries[i], attrs)
+            text += "\n" + trajectory_example(client, run, queries[i], i)
+        shown.append(text)
+    return shown
+
+
+def identity_of(item: dict[str, Any]) -> str:
+    return str(item["metadata"].get("identity", "?"))
+
+
+def attribute_example(
+    client: ReidClient, gallery: str, query: GalleryImage, attrs: dict[str, dict[str, Any]]
+) -> str:
+    """The gallery searched by the query's two most confident predicted values (a "no" of a
+    binary attribute only when nothing else is predicted)."""
+    ranked = sorted(attrs.items(), key=lambda kv: (kv[1]["label"] == "no", -kv[1]["probability"]))
+    wanted = {name: str(p["label"]) for name, p in ranked[:2]}
+    if not wanted:
+        return "  attribute search: the model predicts no attributes"
+    body = client.attribute_search(gallery, wanted, 5)
+    said = ", ".join(f"{k}={v}" for k, v in wanted.items())
+    lines = [
+        f"  attribute search {said} (POST /v1/galleries/{gallery}/attribute-search): "
+        f"{body['matched']} items, best {len(body['matches'])}:",
+        "  rank  probability  camera  identity  same identity as the query",
     ]
+    for r, m in enumerate(body["matches"], start=1):
+        pid = identity_of(m["item"])
+        lines.append(
+            f"  {r:>4}  {m['probability']:>11.3f}  {m['item']['camera']:>6}  {pid:>8}  "
+            f"{'yes' if pid == str(query.pid) else 'no'}"
+        )
+    return "\n".join(lines)
+
+
+def trajectory_example(client: ReidClient, run: QueryRun, query: GalleryImage, i: int) -> str:
+    """The query's trajectory: matches scoring at least its 5th best plain match, per camera
+    in time, with the gaps along the path."""
+    plain = run.searches[False][i]
+    if not plain:
+        return "  trajectory: no match"
+    threshold = round(float(plain[min(4, len(plain) - 1)]["score"]), 3)
+    t = client.trajectory(run.gallery, query.path, min(run.k, 100), threshold)
+    ids = {
+        s["item"]["id"]: identity_of(s["item"]) for lane in t["lanes"] for s in lane["sightings"]
+    }
+    cameras = ", ".join(f"{lane['camera']} ({len(lane['sightings'])})" for lane in t["lanes"])
+    lines = [
+        f"  trajectory (POST /v1/galleries/{run.gallery}/trajectory, min_score {threshold}): "
+        f"{len(t['path'])} sightings on cameras {cameras or 'none'}"
+        + (f", {len(t['unknown_time'])} with unknown time" if t["unknown_time"] else ""),
+        "  camera  time                     gap       score  identity",
+    ]
+    for step in t["path"]:
+        gap = "" if step["gap_s"] is None else f"+{step['gap_s']:.1f} s"
+        arrow = "->" if step["camera_changed"] else "  "
+        lines.append(
+            f"  {arrow}{step['camera']:>4}  {step['time']['text']:<23}  {gap:>8}  "
+            f"{step['score']:.3f}  {ids.get(step['item_id'], '?'):>8}"
+        )
+    return "\n".join(lines)

@@ -221,7 +221,7 @@ class ColumnCache:
     def current(self, store: GalleryStore) -> Columns:
         """Every item the store holds now (one id listing, plus a fetch of new items)."""
         with self._lock:
-            live = store.item_ids()
+            live = store.live_ids()
             cols = self._cols
             if not np.array_equal(live, cols.ids):
                 kept = cols.take(np.isin(cols.ids, live, assume_unique=True))
@@ -242,30 +242,27 @@ class ColumnCache:
     def rows_of(self, items: Sequence[Item]) -> Columns:
         """The columns of ``items``."""
         schema = self.layout.schema
-        probs = np.array(
-            [
-                [p for a in schema for p in class_probabilities(a, it.attributes.get(a.name))]
-                for it in items
-            ],
-            dtype=np.float32,
-        ).reshape(len(items), self.layout.width)
-        labels = np.array(
-            [[_label_index(a, it.attributes.get(a.name)) for a in schema] for it in items],
-            dtype=np.int16,
-        ).reshape(len(items), len(schema))
+        index = [(a, {c: i for i, c in enumerate(a.classes)}) for a in schema]
+        probs: list[float] = []
+        labels: list[int] = []
+        for it in items:
+            for a, classes in index:
+                stored = it.attributes.get(a.name)
+                p = stored.get("probabilities") if isinstance(stored, dict) else None
+                ok = isinstance(p, list) and len(p) == a.num_classes
+                probs.extend(p if ok else class_probabilities(a, stored))  # type: ignore[arg-type]
+                label = stored.get("label") if isinstance(stored, dict) else None
+                labels.append(classes.get(label, -1) if isinstance(label, str) else -1)
         cams = [self.cameras.setdefault(it.camera, len(self.cameras)) for it in items]
         return Columns(
             np.array([it.id for it in items], dtype=np.int64),
             np.array(cams, dtype=np.int32),
             np.array([it.timestamp for it in items], dtype=np.float64),
-            np.nan_to_num(probs, nan=0.0),
-            labels,
+            np.nan_to_num(np.array(probs, dtype=np.float32), nan=0.0).reshape(
+                len(items), self.layout.width
+            ),
+            np.array(labels, dtype=np.int16).reshape(len(items), len(schema)),
         )
-
-
-def _label_index(attr: Attribute, stored: Any) -> int:
-    label = stored.get("label") if isinstance(stored, Mapping) else None
-    return attr.classes.index(label) if label in attr.classes else -1
 
 
 def _chunks(a: np.ndarray, size: int) -> Iterable[np.ndarray]:

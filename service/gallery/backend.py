@@ -62,6 +62,11 @@ class GalleryStore(abc.ABC):
     def item_ids(self) -> np.ndarray:
         """Every item id, ascending (int64)."""
 
+    def live_ids(self) -> np.ndarray:
+        """Every item id, ascending (int64), as searches see them now; engines that hold them
+        in memory answer from there (the attribute columns check it on every search)."""
+        return self.item_ids()
+
     @abc.abstractmethod
     def search(
         self, queries: np.ndarray, k: int, filt: SearchFilter, with_vectors: bool = False

@@ -443,6 +443,14 @@ class LocalStore(GalleryStore):
             rows = [self._row_of[i] for i in known]
             return np.array(known, dtype=np.int64), self._rows.matrix[rows].copy()
 
+    def live_ids(self) -> np.ndarray:
+        """Every live id from memory, once caught up with the file (no table scan)."""
+        with self._lock:
+            self._catch_up()
+            r = self._rows
+            ids = r.ids[: r.n][r.alive[: r.n]]
+        return np.sort(ids)
+
     def item_ids(self) -> np.ndarray:
         """Every stored id, read from the file (not from the index in memory)."""
         with self._lock:

@@ -195,6 +195,10 @@ def _check_report(out: str) -> None:
     assert _row(out, label + " rerank")[6:] == full[6:]  # same valid/skipped queries
     assert 0.0 <= float(full[4]) <= 100.0
     assert "query " in out and "predicted:" in out  # an example with its attributes
+    assert "attribute search " in out and "/attribute-search): " in out  # by description
+    assert "trajectory (POST " in out and "sightings on cameras" in out
+    # dataset frame times read as offsets from the recording start, never as 1970 dates
+    assert "1970-" not in out.split("trajectory (POST ", 1)[1]
 
 
 @pytest.mark.parametrize("jobs_api", [True, False], ids=["jobs", "items"])
