@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     """k-reciprocal re-ranking k2."""
     rerank_lambda: float = Field(default=0.3, ge=0.0, le=1.0)
     """Weight of the original distance in the re-ranked distance."""
+    query_tricks_shortlist: int = Field(default=200, ge=1)
+    """Candidates re-scored when a search asks for qe_n, dba_n or camera_norm."""
+    query_tricks_max_n: int = Field(default=10, ge=1)
+    """Largest qe_n / dba_n a search may ask for."""
     gallery_backend: Literal["local", "milvus"] = "local"
     """Where galleries live: local (SQLite files + in-memory index in data_dir, one machine) or
     milvus (a Milvus server or cluster shared by several replicas; Milvus Lite for one process)."""

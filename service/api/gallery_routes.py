@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from reidcore.attributes import AttributeSchema
 from reidcore.preprocess import PreprocessConfig
+from reidcore.query_tricks import Expansion, QueryTricks
 from service.api.auth import require_read, require_write
 from service.api.deps import (
     EngineDep,
@@ -54,6 +55,7 @@ from service.gallery import GalleryManager, Item, Match, NewItem, SearchFilter
 from service.gallery.attribute_search import matching_ids
 from service.gallery.blobs import crop_gallery
 from service.gallery.crops import Crop, make_crop
+from service.gallery.query_tricks import TrickParams
 from service.gallery.trajectory import time_kind
 from service.images import sniff_format
 from service.settings import Settings
@@ -343,6 +345,7 @@ def find_matches(
         raise InvalidInput(f"k={params.k} is over the limit of {settings.max_k}")
     g = galleries.get(gallery)  # 404/409 before spending time on the model
     filt = search_filter(params)
+    tricks = trick_params(params, settings)  # 422 before spending time on the model
     wanted = params.attributes
     among = g.run(lambda s: matching_ids(s, schema, wanted, filt)) if wanted else None
     query = engine.infer(
@@ -355,7 +358,25 @@ def find_matches(
         )
     ).embeddings[0]
     rerank = settings.rerank_params() if params.rerank else None
-    return g.search(query, params.k, filt, rerank, among)
+    return g.search(query, params.k, filt, rerank, among, tricks)
+
+
+def trick_params(params: SearchParams, settings: Settings) -> TrickParams | None:
+    """The query-side tricks a search asks for (None: none), within the settings' limits."""
+    for name in ("qe_n", "dba_n"):
+        n = getattr(params, name)
+        if n is not None and n > settings.query_tricks_max_n:
+            raise InvalidInput(f"{name}={n} is over the limit of {settings.query_tricks_max_n}")
+    tricks = QueryTricks(
+        qe=None if params.qe_n is None else Expansion(params.qe_n, params.qe_alpha),
+        dba=None if params.dba_n is None else Expansion(params.dba_n, params.dba_alpha),
+        camera_norm=params.camera_norm,
+    )
+    if not tricks.any():
+        return None
+    if params.rerank:
+        raise InvalidInput("rerank cannot be combined with qe_n, dba_n or camera_norm")
+    return TrickParams(tricks, params.query_camera, settings.query_tricks_shortlist)
 
 
 def search_filter(params: SearchParams) -> SearchFilter:

@@ -205,6 +205,33 @@ class SearchParams(BaseModel):
     """Minimum cosine score."""
     rerank: bool = False
     """Re-rank the shortlist with k-reciprocal re-ranking."""
+    qe_n: Annotated[Annotated[int, Field(ge=1)] | None, NULL_FORM] = Field(
+        default=None,
+        description="α-QE (Radenović et al., TPAMI 2018): the query is replaced by the weighted "
+        "mean of itself and its top qe_n matches (weights similarity^qe_alpha, re-normalised) "
+        "and the shortlist scored again. Absent: off. At most REID_QUERY_TRICKS_MAX_N; not "
+        "combined with rerank.",
+    )
+    qe_alpha: float = Field(
+        default=3.0, ge=0.0, le=10.0, description="α-QE weight exponent (0: plain average QE)."
+    )
+    dba_n: Annotated[Annotated[int, Field(ge=1)] | None, NULL_FORM] = Field(
+        default=None,
+        description="Database-side augmentation: each candidate is scored as the weighted mean "
+        "of itself and its dba_n nearest gallery items (weights similarity^dba_alpha), computed "
+        "for the shortlist at search time. Absent: off. At most REID_QUERY_TRICKS_MAX_N.",
+    )
+    dba_alpha: float = Field(default=3.0, ge=0.0, le=10.0, description="DBA weight exponent.")
+    camera_norm: bool = Field(
+        default=False,
+        description="Camera-aware normalisation: each gallery camera's mean embedding is "
+        "subtracted from its items, and query_camera's from the query, before scoring.",
+    )
+    query_camera: Annotated[CameraId | None, NULL_FORM] = Field(
+        default=None,
+        description="Camera that took the query image (used by camera_norm; a camera without "
+        "gallery items is ignored).",
+    )
     attributes: Annotated[Json[WantedAttributes] | None, NULL_FORM] = None
     """Only items whose predicted attributes have these values: a JSON object such as
     ``{"gender": "female", "backpack": "yes"}`` (names and values of the model's attribute
@@ -227,7 +254,8 @@ class MatchResponse(BaseModel):
     score: float
     """Cosine similarity to the query."""
     distance: float
-    """Euclidean distance sqrt(2 - 2 score), or the re-ranked distance with rerank=true."""
+    """Euclidean distance sqrt(2 - 2 score), or the re-ranked distance with rerank=true, or the
+    distance after qe_n / dba_n / camera_norm (the order of the matches)."""
 
 
 class SearchResponse(BaseModel):

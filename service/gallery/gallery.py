@@ -27,6 +27,7 @@ from service.gallery.attribute_search import restricted_hits
 from service.gallery.backend import GalleryStore
 from service.gallery.blobs import BlobStore, new_key, original_key
 from service.gallery.crops import Crop
+from service.gallery.query_tricks import CameraMeans, TrickParams, trick_search
 from service.gallery.search import scores_to_distances
 from service.gallery.types import (
     AddResult,
@@ -76,6 +77,8 @@ class Gallery:
         self.name = store.name
         self.dim = store.dim
         self.model_id = store.model_id
+        self._camera_means = CameraMeans()
+        """Per-camera mean embeddings for camera-normalised searches, kept current."""
         self._users = threading.Condition()
         self._active = 0
         self._closed = False
@@ -102,15 +105,23 @@ class Gallery:
                 f"expected embeddings of shape ({len(items)}, {self.dim}), got {emb.shape}"
             )
         if crops is None or self.blobs is None or not self.store.keeps_crops:
-            return self.store.add(items, emb)
+            return self._note_added(items, emb, self.store.add(items, emb))
         items = self._put_crops(self.blobs, items, crops)
         try:
-            results = self.store.add(items, emb)
+            results = self._note_added(items, emb, self.store.add(items, emb))
         except BaseException:
             self.blobs.delete(_crop_keys(it.crop for it in items))
             raise
         unused = (it.crop for it, r in zip(items, results, strict=True) if not r.created)
         self.blobs.delete(_crop_keys(unused))
+        return results
+
+    def _note_added(
+        self, items: Sequence[NewItem], emb: np.ndarray, results: list[AddResult]
+    ) -> list[AddResult]:
+        """Count the items actually created in the camera means; ``results`` unchanged."""
+        new = [i for i, r in enumerate(results) if r.created]
+        self._camera_means.added([items[i].camera for i in new], emb[new])
         return results
 
     def _put_crops(
@@ -159,8 +170,12 @@ class Gallery:
     @_while_open
     def delete(self, item_id: int) -> None:
         """Delete one item durably, then its crop; raises :class:`ItemNotFound`."""
-        crop = self.get(item_id).crop
+        item = self.get(item_id)
+        crop = item.crop
+        vector = self.store.vectors([item_id])[1]
         self.store.delete(item_id)
+        if len(vector):
+            self._camera_means.removed(item.camera, vector[0])
         if crop is not None and self.blobs is not None:
             self.blobs.delete(_crop_keys([crop]))
 
@@ -201,6 +216,7 @@ class Gallery:
         filt: SearchFilter | None = None,
         rerank: RerankParams | None = None,
         among: np.ndarray | None = None,
+        tricks: TrickParams | None = None,
     ) -> list[Match]:
         """Top-``k`` items for ``query`` [dim] (unit vector), exact under ``filt``; with
         ``among`` (item ids, ascending), only those items (the ``attributes`` filter,
@@ -208,7 +224,9 @@ class Gallery:
 
         With ``rerank``, the ``rerank.shortlist`` best candidates are re-ranked with
         k-reciprocal re-ranking and the best ``k`` of them returned, by re-ranked distance
-        (module docstring for which variant runs when).
+        (module docstring for which variant runs when). With ``tricks`` (α-QE, DBA, camera
+        normalisation; not combined with ``rerank``), a shortlist re-scored in the tricks'
+        space (:mod:`service.gallery.query_tricks`).
         """
         filt = filt or SearchFilter()
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
@@ -216,7 +234,13 @@ class Gallery:
             raise InvalidInput(
                 f"query has dimension {q.shape[0]}, gallery {self.name!r} has {self.dim}"
             )
-        if rerank is not None and rerank.mode == "exact" and filt.is_empty() and among is None:
+        if tricks is not None and tricks.tricks.any():
+            if rerank is not None:
+                raise InvalidInput("rerank cannot be combined with qe_n, dba_n or camera_norm")
+            ids, scores, dists = trick_search(
+                self.store, q, k, filt, among, tricks, self._camera_means
+            )
+        elif rerank is not None and rerank.mode == "exact" and filt.is_empty() and among is None:
             ids, scores, dists = self._exact(q, k, rerank)
         else:
             depth = max(k, rerank.shortlist) if rerank else k

@@ -29,7 +29,7 @@ import numpy as np
 from service.errors import ItemNotFound
 from service.gallery.backend import GalleryBackend, GalleryMissing, GalleryStore, check_model
 from service.gallery.exact_rerank import ExactReranker
-from service.gallery.search import FaissIndex, IndexOptions, exact_search, needs_faiss
+from service.gallery.search import FaissIndex, IndexOptions, exact_search_many, needs_faiss
 from service.gallery.types import (
     AddResult,
     GalleryStats,
@@ -420,7 +420,7 @@ class LocalStore(GalleryStore):
             if self._faiss is not None:
                 found = [self._faiss.search(matrix, q, k, mask, None) for q in queries]
         if self._faiss is None:
-            found = [exact_search(matrix, q, k, mask, None) for q in queries]
+            found = exact_search_many(matrix, queries, k, mask)
         return [
             Hits(ids[rows], scores, matrix[rows] if with_vectors else None)
             for rows, scores in found
