@@ -21,6 +21,9 @@ without a gallery item of their identity from another camera are skipped and cou
 before any distance is computed.
 ``--rerank`` applies k-reciprocal re-ranking (Zhong et al., CVPR 2017) over the whole
 query+gallery set, which costs O((Nq+Ng)^2) memory.
+``--qe N``, ``--dba N`` and ``--camera-norm`` first apply the service's search options α-QE,
+DBA and camera-aware normalisation to the features (:mod:`reidcore.query_tricks`); every
+row, re-ranking included, is then computed on the result.
 ``--local-distance`` adds a row ranked by AlignedReID's global plus aligned local distance
 (Zhang et al., arXiv 1711.08184v2, Sec. 4.3): the file must then also hold ``query_local``
 [Nq, H, c] and ``gallery_local`` [Ng, H, c] stripe features (:mod:`reidcore.local_distance`).
@@ -29,6 +32,7 @@ query+gallery set, which costs O((Nq+Ng)^2) memory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 import zipfile
@@ -129,6 +133,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="re-ranking weight of the original distance (0.3)",
     )
     parser.add_argument(
+        "--qe", type=int, default=0, metavar="N", help="α-QE over the top N (0: off)"
+    )
+    parser.add_argument("--qe-alpha", type=float, default=3.0, help="α-QE weight exponent (3)")
+    parser.add_argument(
+        "--dba", type=int, default=0, metavar="N", help="DBA over N neighbours (0: off)"
+    )
+    parser.add_argument("--dba-alpha", type=float, default=3.0, help="DBA weight exponent (3)")
+    parser.add_argument(
+        "--camera-norm",
+        action="store_true",
+        help="subtract each camera's gallery mean embedding (query: its camera's) first",
+    )
+    parser.add_argument(
         "--camera-pairs",
         action="store_true",
         help="also print rank-1 / mAP per (query camera, gallery camera) pair",
@@ -138,7 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     params = rerank_params_from_args(args) if args.rerank else None
     rerank_fn = load_rerank() if params else None
-    features = load_feature_file(Path(args.features))
+    features = with_query_tricks(load_feature_file(Path(args.features)), args)
     local = None
     if args.local_distance:
         local = load_local_features(Path(args.features), features, args.local_weight)
@@ -155,6 +172,30 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def with_query_tricks(features: FeatureSet, args: argparse.Namespace) -> FeatureSet:
+    """The features after ``--qe/--dba/--camera-norm`` (:mod:`reidcore.query_tricks`, the
+    service's search options), on which every row, re-ranking included, is then computed."""
+    from reidcore.cli import CommandError
+    from reidcore.query_tricks import Expansion, QueryTricks, apply_tricks
+
+    try:
+        tricks = QueryTricks(
+            qe=Expansion(args.qe, args.qe_alpha) if args.qe else None,
+            dba=Expansion(args.dba, args.dba_alpha) if args.dba else None,
+            camera_norm=args.camera_norm,
+        )
+    except ValueError as exc:
+        raise CommandError(f"--qe/--dba: {exc}") from None
+    if not tricks.any():
+        return features
+    logger.info("query tricks: %s", tricks.label())
+    fs = features
+    q, g = apply_tricks(
+        fs.query_features, fs.query_cams, fs.gallery_features, fs.gallery_cams, tricks
+    )
+    return dataclasses.replace(fs, query_features=q, gallery_features=g)
 
 
 def load_local_features(path: Path, features: FeatureSet, weight: float) -> LocalFeatures | None:

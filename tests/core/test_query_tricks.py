@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,28 @@ def test_bad_expansion_is_refused() -> None:
         Expansion(0)
     with pytest.raises(ValueError, match="alpha"):
         Expansion(1, -1.0)
+
+
+def test_reid_evaluate_scores_the_tricks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reidcore.cli import main
+    from reidcore.evaluation import evaluate_rank, pairwise_euclidean
+    from reidcore.synthetic_features import make_clustered_features
+
+    fs = make_clustered_features(num_ids=20, images_per_id=6, num_cams=3, dim=16, seed=4)
+    path = tmp_path / "f.npz"
+    fs.save(str(path))
+    tricks = QueryTricks(qe=Expansion(2, 3.0), dba=Expansion(1, 0.0), camera_norm=True)
+    q, g = apply_tricks(
+        fs.query_features, fs.query_cams, fs.gallery_features, fs.gallery_cams, tricks
+    )
+    want = evaluate_rank(
+        pairwise_euclidean(q, g), fs.query_ids, fs.gallery_ids, fs.query_cams, fs.gallery_cams
+    )
+    args = ["evaluate", str(path), "--qe", "2", "--dba", "1", "--dba-alpha", "0", "--camera-norm"]
+    assert main(args) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("euclidean"))
+    assert row.split()[5] == f"{100 * want.mAP:.2f}"
+    assert main(["evaluate", str(path), "--qe", "-1"]) == 2
+    assert "n must be >= 1" in capsys.readouterr().err
