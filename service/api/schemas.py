@@ -144,7 +144,7 @@ class ItemResponse(BaseModel):
 class ReindexRequest(BaseModel):
     """Options of a re-index (JSON body, optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON true/false, not 0 or "no"
 
     allow_partial: bool = False
     """Re-index even when some items have no stored crop (they are left out of the new
