@@ -394,4 +394,16 @@ def with_limits(doc: dict[str, Any], max_k: int, max_images: int) -> dict[str, A
         images = body.get("properties", {}).get("images")
         if images is not None and images.get("type") == "array":
             images["maxItems"] = max_images
+    return inherit_search_limits(doc)
+
+
+def inherit_search_limits(doc: dict[str, Any]) -> dict[str, Any]:
+    """The settings' limits stated on ``SearchParams`` fields, stated on the same fields of
+    the bodies that extend it (``TrajectoryParams``) too."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    base = schemas.get("SearchParams", {}).get("properties", {})
+    for name, prop in schemas.get("TrajectoryParams", {}).get("properties", {}).items():
+        for key in ("maximum", "maxItems", "maxLength"):
+            if key in base.get(name, {}) and key not in prop:
+                prop[key] = base[name][key]
     return doc
