@@ -131,7 +131,12 @@ def openapi_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """FastAPI's OpenAPI document (built once) with the limits of ``settings`` in it, and
     which operations need an API key under them."""
     if app.openapi_schema is None:
-        doc = with_limits(FastAPI.openapi(app), settings.max_k, settings.max_images_per_request)
+        maxima = {
+            "k": settings.max_k,
+            "qe_n": settings.query_tricks_max_n,
+            "dba_n": settings.query_tricks_max_n,
+        }
+        doc = with_limits(FastAPI.openapi(app), maxima, settings.max_images_per_request)
         declare_security(doc, settings, app.state.routes)
         app.openapi_schema = doc
     return app.openapi_schema

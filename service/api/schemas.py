@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -381,17 +382,20 @@ def links(status: int, description: str, **targets: dict[str, str]) -> dict[int 
     }
 
 
-def with_limits(doc: dict[str, Any], max_k: int, max_images: int) -> dict[str, Any]:
-    """The OpenAPI document ``doc`` stating the limits the settings put on request fields
-    (the largest ``k`` of a search, the most images per request), which the static models
-    cannot know."""
-    schemas = doc.get("components", {}).get("schemas", {})
-    for name in ("SearchParams", "TrajectoryParams", "AttributeSearchRequest"):
-        k = schemas.get(name, {}).get("properties", {}).get("k")
-        if k is not None:
-            k["maximum"] = max_k
-    for body in schemas.values():
-        images = body.get("properties", {}).get("images")
+def with_limits(
+    doc: dict[str, Any], field_maxima: Mapping[str, int], max_images: int
+) -> dict[str, Any]:
+    """The OpenAPI document ``doc`` stating the limits the settings put on request fields,
+    which the static models cannot know: ``field_maxima`` (e.g. the largest ``k``) wherever a
+    request model has such a field, and the most images per request."""
+    for body in doc.get("components", {}).get("schemas", {}).values():
+        properties = body.get("properties", {})
+        for name, maximum in field_maxima.items():
+            if name in properties:
+                for branch in properties[name].get("anyOf", [properties[name]]):
+                    if branch.get("type") == "integer":
+                        branch["maximum"] = maximum
+        images = properties.get("images")
         if images is not None and images.get("type") == "array":
             images["maxItems"] = max_images
     return inherit_search_limits(doc)

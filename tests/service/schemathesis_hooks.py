@@ -147,3 +147,17 @@ def known_attributes(ctx: schemathesis.HookContext, case: schemathesis.Case) -> 
     if body is not None and body.get("attributes") is not None:
         body["attributes"] = json.dumps(_wanted(case.operation.schema.get_base_url()))
     return case
+
+
+@schemathesis.hook("map_case").apply_to(method="POST", path_regex=r"/(search|trajectory)$")
+def rerank_alone(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
+    """rerank does not combine with qe_n, dba_n or camera_norm (400): valid cases keep to it."""
+    body = _positive_form(case)
+    tricks = ("qe_n", "dba_n", "camera_norm")
+    if (
+        body is not None
+        and body.get("rerank")
+        and any(body.get(t) not in (None, False) for t in tricks)
+    ):
+        body["rerank"] = False
+    return case
