@@ -32,6 +32,7 @@ from service.asgi import AuthGate, BodyGuard, BodyLimits
 from service.batching import InferenceEngine, MicroBatcher
 from service.cpu import limit_numpy_blas
 from service.gallery import GalleryManager, open_backend
+from service.gallery.attribute_search import ColumnWarmup
 from service.gallery.blobs import open_blobs
 from service.jobs import JobManager, JobState
 from service.metrics import AdmissionControl, Metrics, MetricsMiddleware
@@ -65,6 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.max_archive_bytes,
     )
     jobs.start()
+    warmup = ColumnWarmup(galleries, runtime.schema) if settings.attribute_warmup else None
     app.state.runtime, app.state.galleries, app.state.faiss_gpus = runtime, galleries, gpus
     app.state.engine, app.state.jobs = engine, jobs
     logger.info("ready: providers %s, %d galleries", runtime.providers, len(galleries.statuses()))
@@ -73,6 +75,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         app.state.engine = app.state.jobs = None
+        if warmup is not None:
+            warmup.stop()
         jobs.close()
         engine.close()
         galleries.close()

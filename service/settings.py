@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     trajectory_min_score: float = Field(default=0.5, ge=-1.0, le=1.0)
     """Cosine score a match needs to appear in a trajectory view when the request gives no
     ``min_score``."""
+    attribute_warmup: bool = True
+    """Read every open gallery's stored attribute predictions into memory in the background
+    at start (else the first attribute search or ``attributes`` filter of a gallery does it
+    while it waits: tens of seconds at 100k items on 2 cores)."""
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
     """Index of new and reopened galleries: flat (exact), ivf or hnsw."""
     ivf_nlist: int = Field(default=1024, ge=1)

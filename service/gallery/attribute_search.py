@@ -23,8 +23,10 @@ has the rest), for multi-class ones the rest is spread evenly over the other cla
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ from reidcore.attributes import Attribute, AttributeSchema
 from service.errors import InvalidInput
 from service.gallery.backend import GalleryStore
 from service.gallery.types import Hits, Item, SearchFilter
+
+logger = logging.getLogger(__name__)
 
 FETCH_CHUNK = 2048
 """Items fetched per call while the columns catch up with the store."""
@@ -218,15 +222,18 @@ class ColumnCache:
         self._cols = Columns.empty(layout)
         self._lock = threading.Lock()
 
-    def current(self, store: GalleryStore) -> Columns:
-        """Every item the store holds now (one id listing, plus a fetch of new items)."""
+    def current(self, store: GalleryStore, stop: threading.Event | None = None) -> Columns:
+        """Every item the store holds now (one id listing, plus a fetch of new items); with
+        ``stop`` set, what was fetched before it (the next call fetches the rest)."""
         with self._lock:
             live = store.live_ids()
             cols = self._cols
             if not np.array_equal(live, cols.ids):
-                kept = cols.take(np.isin(cols.ids, live, assume_unique=True))
-                new = np.setdiff1d(live, cols.ids, assume_unique=True)
-                parts = [kept, *(self._rows(store, c) for c in _chunks(new, FETCH_CHUNK))]
+                parts = [cols.take(np.isin(cols.ids, live, assume_unique=True))]
+                for chunk in _chunks(np.setdiff1d(live, cols.ids, assume_unique=True), FETCH_CHUNK):
+                    if stop is not None and stop.is_set():
+                        break
+                    parts.append(self._rows(store, chunk))
                 cols = Columns.concat(parts)
                 cols = cols.take(np.argsort(cols.ids, kind="stable"))
                 self._cols = cols
@@ -282,6 +289,46 @@ def column_cache(store: GalleryStore, schema: AttributeSchema) -> ColumnCache:
         if cache is None or cache.layout != layout:
             cache = _caches[store] = ColumnCache(layout)
         return cache
+
+
+class ColumnWarmup:
+    """Builds the columns of every open gallery in a background thread at start, so that the
+    first attribute search does not read a large gallery's predictions while it waits
+    (searches meanwhile wait for the gallery being built, or build their own); :meth:`stop`
+    ends it between fetches."""
+
+    def __init__(self, galleries: Any, schema: AttributeSchema) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(galleries, schema), name="attribute-columns", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, galleries: Any, schema: AttributeSchema) -> None:
+        if not len(schema):
+            return
+        for status in galleries.statuses():
+            if self._stop.is_set():
+                return
+            if status.status != "open":
+                continue
+            try:
+                g = galleries.get(status.name)
+                t0 = time.perf_counter()
+                n = len(g.run(lambda s: column_cache(s, schema).current(s, self._stop)).ids)
+                logger.info(
+                    "attribute columns of %s: %d items in %.1f s",
+                    g.name,
+                    n,
+                    time.perf_counter() - t0,
+                )
+            except Exception as exc:  # deleted meanwhile, engine unreachable: searches build it
+                logger.warning("attribute columns of %s not built at start: %s", status.name, exc)
+
+    def stop(self) -> None:
+        """Stop between fetches and wait for the thread."""
+        self._stop.set()
+        self._thread.join()
 
 
 # ------------------------------------------------------------------ searches

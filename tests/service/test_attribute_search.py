@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,38 @@ def test_group_values_and_old_items_without_class_probabilities() -> None:
         [0.8, 0.2]
     )
     assert all(math.isnan(p) for p in class_probabilities(gender, None))
+
+
+# ------------------------------------------------------------------ warm-up at start
+
+
+def _columns_size(client: Any) -> int:
+    store = client.app.state.galleries.get("g").store
+    cache = attr_mod.column_cache(store, client.app.state.runtime.schema)
+    return len(cache._cols.ids)
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_columns_are_read_at_start_when_asked(
+    client: Any, make_client: Callable[..., Any], tmp_path: Path, apr_model: Path, warmup: bool
+) -> None:
+    client.__exit__(None, None, None)  # the data dir's gallery, opened by a fresh service
+    again = make_client(tmp_path / "data", model=apr_model, attribute_warmup=warmup)
+    if warmup:
+        deadline = time.monotonic() + 60  # far above what the few items need
+        while _columns_size(again) < N_ITEMS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _columns_size(again) == N_ITEMS
+    else:
+        assert _columns_size(again) == 0  # read by the first search instead
+        r = again.post("/v1/galleries/g/attribute-search", json={"attributes": {"age": "old"}})
+        assert r.status_code == 200 and _columns_size(again) == N_ITEMS
+
+
+def test_a_stopped_build_keeps_what_it_read_and_the_next_finishes(client: Any) -> None:
+    store = client.app.state.galleries.get("g").store
+    cache = attr_mod.ColumnCache(Layout.of(APR_LIKE))
+    stop = threading.Event()
+    stop.set()
+    assert len(cache.current(store, stop).ids) == 0
+    assert cache.current(store).ids.tolist() == store.item_ids().tolist()
