@@ -288,7 +288,7 @@ function renderTrajectory(t) {
   $("unknown-time").replaceChildren();
   const steps = t.path.length;
   $("trajectory-summary").textContent =
-    `${steps} sightings on ${t.lanes.length} cameras at score ≥ ${t.min_score}` +
+    `${steps} sighting${steps === 1 ? "" : "s"} on ${t.lanes.length} camera${t.lanes.length === 1 ? "" : "s"} at score ≥ ${t.min_score}` +
     (t.unknown_time.length ? `, ${t.unknown_time.length} with unknown time` : "");
   const span = new Map(); // time kind -> [min, max] seconds
   for (const s of t.path) {
