@@ -254,7 +254,7 @@ def get_item_image(
     key = g.crop_key(item_id, original)
     etag = f'"{key.rsplit("/", 1)[-1]}"'  # a key's bytes never change
     headers = {"ETag": etag, "Cache-Control": f"private, max-age={settings.crop_cache_max_age_s}"}
-    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+    if if_none_match is not None and {etag, "*"} & {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
     _, data = g.read_crop(item_id, original)
     media = {"PNG": "image/png", "WebP": "image/webp"}.get(sniff_format(data) or "", "image/jpeg")

@@ -127,17 +127,19 @@ class Gallery:
     def _put_crops(
         self, blobs: BlobStore, items: Sequence[NewItem], crops: Sequence[Crop | None]
     ) -> list[NewItem]:
-        """Write each item's crop under a new key; the items naming their keys."""
-        out = []
+        """Write each item's crop under a new key (all at once); the items naming their keys."""
+        out: list[NewItem] = []
+        writes: list[tuple[str, bytes]] = []
         for it, crop in zip(items, crops, strict=True):
             if crop is None:
                 out.append(it)
                 continue
             key = new_key(self.name)
+            writes.append((key, crop.thumbnail))
             if crop.original is not None:
-                blobs.put(original_key(key), crop.original)
-            blobs.put(key, crop.thumbnail)
+                writes.append((original_key(key), crop.original))
             out.append(dataclasses.replace(it, crop=key))
+        blobs.put_many(writes)
         return out
 
     @_while_open

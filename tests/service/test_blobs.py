@@ -84,3 +84,12 @@ def test_file_store_leaves_no_temporary_file(tmp_path: Path) -> None:
     store.put("g/a.jpg", b"1")
     store.put("g/a.jpg", b"2")  # a rewrite replaces in one rename
     assert os.listdir(tmp_path / "g") == ["a.jpg"] and store.get("g/a.jpg") == b"2"
+
+
+def test_put_many_stores_every_blob(blobs: BlobStore) -> None:
+    pairs = [(f"g/{i}.jpg", bytes([i]) * (i + 1)) for i in range(40)]
+    blobs.put_many(pairs)
+    blobs.put_many([])
+    blobs.put_many(pairs[:1])
+    assert {k for k, _ in blobs.list("g/")} == {k for k, _ in pairs}
+    assert all(blobs.get(k) == d for k, d in pairs)

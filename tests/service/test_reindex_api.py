@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,51 @@ def test_cli_reindex(
     hit = search(c, imgs["p2.png"], k=1).json()["matches"][0]
     assert hit["item"]["external_id"] == "p2.png" and hit["score"] > 0.995
     assert reid_main(["index", "--gallery", "g", "--data", str(data)]) == 2  # no DIR
+
+
+def test_job_resumes_after_restart(
+    make_client: Callable[..., Any],
+    tmp_path: Path,
+    other_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = tmp_path / "data"
+    old = make_client(data)
+    imgs = images(6)
+    add(old, imgs)
+    old.__exit__(None, None, None)
+    c = make_client(data, model=other_model_dir, index_batch_size=2)
+    jobs = c.app.state.jobs
+    gate, embedded = threading.Event(), threading.Event()
+    real = reindex_mod._Run.embed
+
+    def slow(self: Any, items: Any) -> Any:
+        out = real(self, items)
+        embedded.set()
+        gate.wait(10)
+        return out
+
+    monkeypatch.setattr(reindex_mod._Run, "embed", slow)
+    job = c.post("/v1/galleries/g/reindex").json()
+    assert embedded.wait(10)
+    closer = threading.Thread(target=c.__exit__, args=(None, None, None))
+    closer.start()  # the service stops while the job runs
+    assert _until(jobs._stop.is_set)
+    gate.set()
+    closer.join(30)
+    monkeypatch.undo()
+    again = make_client(data, model=other_model_dir, index_batch_size=2)
+    done = wait(again, job["id"])
+    assert (done["state"], done["total"], done["added"], done["failed"]) == ("succeeded", 6, 6, 0)
+    hit = search(again, imgs["p4.png"], k=1).json()["matches"][0]
+    assert hit["item"]["external_id"] == "p4.png" and hit["score"] > 0.995
+    assert again.get("/v1/galleries/g").json()["items"] == 6
+
+
+def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
