@@ -415,6 +415,22 @@ def test_camera_filter_applies_to_the_search(page: Any, server: str) -> None:
     assert {c["camera"] for c in cards} == {"camera c2"}
 
 
+def test_time_filter_is_read_as_utc(page: Any, server: str) -> None:
+    query = person_png(QUERY_ITEM)
+    page.fill("#time-from", "2023-11-14T22:16:00")  # items 3.. (22:13:20Z + i minutes)
+    search(page, query)
+    cards = shown_matches(page, reranked=False)
+    expected = api_post(
+        server,
+        "search",
+        files={"image": ("q.png", query, "image/png")},
+        data={"k": K, "time_from": "2023-11-14T22:16:00Z"},
+    )
+    assert [c["id"] for c in cards] == [m["item"]["id"] for m in expected["matches"]]
+    assert all(m["item"]["id"] >= 4 for m in expected["matches"])  # ids are index + 1
+    assert all(m["item"]["time_kind"] == "datetime" for m in expected["matches"])
+
+
 def test_a_crop_that_is_not_there_shows_a_placeholder(page: Any, server: str) -> None:
     if not has_image_route(server):
         pytest.skip("this version of the service keeps no crops (no image route)")
