@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reindex",
         action="store_true",
         help="instead of indexing DIR, re-embed every crop the gallery keeps with the model "
-        "now served, into a new version that replaces it when complete (after a model upgrade)",
+        "now served, into a new version that replaces it when complete (after a model "
+        "upgrade); on the local engine, stop a service using the same data directory first "
+        "(or ask it: POST /v1/galleries/G/reindex)",
     )
     parser.add_argument(
         "--allow-partial",

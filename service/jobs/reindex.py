@@ -7,9 +7,10 @@ old ones; searches keep answering from the old version (when it was built with t
 now served: one built with another model is refused until it is replaced). When every crop
 is embedded, the old version is closed, what changed in it meanwhile is carried over (items
 added are embedded, items deleted are dropped), and the new version takes its name in one
-engine operation (a file rename, a collection rename). Interrupted, the job resumes where
-it stopped: the crops already in the new version are skipped. Cancelled or failed, the new
-version is dropped and the old one is left as it was.
+engine operation (a file rename, a collection rename); crops that no item names (left by an
+add cut short between its crop and its item, over an hour ago) are then removed.
+Interrupted, the job resumes where it stopped: the crops already in the new version are
+skipped. Cancelled or failed, the new version is dropped and the old one is left as it was.
 
 Item ids change (the new version allocates its own); external ids, cameras, times, metadata
 and crops stay; attributes are predicted again by the new model. Each crop is embedded from
@@ -33,7 +34,7 @@ from reidcore.preprocess import to_array
 from service.api.uploads import predictions
 from service.errors import GalleryNotFound, ModelMismatch, NotReindexable
 from service.gallery import GalleryManager, GalleryStore, Item, NewItem
-from service.gallery.blobs import BlobStore, original_key
+from service.gallery.blobs import BlobStore, original_key, sweep_orphans
 from service.jobs.pipeline import IndexConfig, IndexProgress, Model
 from service.jobs.store import Failure
 
@@ -247,6 +248,10 @@ def _replace(galleries: GalleryManager, name: str, run: _Run) -> None:
             run.new.close()
         galleries.backend.replace(staging_name(name), name)
     logger.info("gallery %s re-indexed with model %s", name, galleries.model_id[:12])
+    store = galleries.get(name).store
+    swept = sweep_orphans(run.blobs, name, lambda: {it.crop for it in scan(store) if it.crop})
+    if swept:
+        logger.info("gallery %s: %d crops no item named (an add cut short) removed", name, swept)
 
 
 def drop_new_version(galleries: GalleryManager, name: str) -> None:

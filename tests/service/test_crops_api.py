@@ -222,3 +222,16 @@ def test_failed_commit_leaves_no_crop(tmp_path: Path, gallery_engine: str) -> No
     [res] = g.add([NewItem("c", 0.0, "x")], emb, [Crop(b"jpeg")])
     assert g.read_crop(res.id)[1] == b"jpeg"
     manager.close()
+
+
+def test_openapi_documents_crops_and_reindex(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    doc = make_client(tmp_path / "data").get("/openapi.json").json()
+    image = doc["paths"]["/v1/galleries/{gallery}/items/{item_id}/image"]["get"]
+    assert "image/jpeg" in image["responses"]["200"]["content"]
+    assert {"304", "404"} <= set(image["responses"])
+    assert "If-None-Match".lower() in {p["name"].lower() for p in image["parameters"]}
+    reindex = doc["paths"]["/v1/galleries/{gallery}/reindex"]["post"]
+    assert {"202", "409"} <= set(reindex["responses"])
+    assert "image_url" in doc["components"]["schemas"]["ItemResponse"]["properties"]

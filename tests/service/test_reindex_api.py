@@ -5,6 +5,7 @@ that replaces the old one only when complete."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +76,10 @@ def test_reindex_after_model_upgrade(
     old_model = old.get("/v1/galleries/g").json()["model_id"]
     old.__exit__(None, None, None)
 
+    stale, fresh = data / "blobs" / "g" / "stale.jpg", data / "blobs" / "g" / "fresh.jpg"
+    for orphan in (stale, fresh):  # crops of adds cut short before their item was stored
+        orphan.write_bytes(b"x")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     c = make_client(data, model=other_model_dir)
     refused = search(c, imgs["p0.png"])
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "model_mismatch"
@@ -98,6 +103,8 @@ def test_reindex_after_model_upgrade(
     ref = embed(c, imgs["p3.png"])
     top = search(c, imgs["p3.png"], k=N).json()["matches"]
     assert top[0]["score"] == pytest.approx(float(ref @ ref), abs=0.005)
+    assert not stale.exists() and fresh.exists()  # swept after the re-index, if old enough
+    assert len(list((data / "blobs" / "g").iterdir())) == N + 1
     galleries = c.get("/v1/galleries").json()["galleries"]
     assert [g["name"] for g in galleries] == ["g"]  # the new version never listed apart
 
