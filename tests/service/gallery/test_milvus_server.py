@@ -18,25 +18,19 @@ import pytest
 from service.errors import ModelMismatch
 from service.gallery import BackendConfig, GalleryManager, MilvusOptions, NewItem, SearchFilter
 from service.gallery import open_backend as open_engine
+from service.gallery.milvus_server import local_milvus_server
 
 MODEL = "a" * 64
 DIM = 32
-COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
 
 
 @pytest.fixture(scope="module")
 def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Milvus standalone server on 127.0.0.1 for this module (~20 s to start)."""
-    server = pytest.importorskip("milvus", reason="the Milvus server package (milvus) is absent")
+    pytest.importorskip("milvus", reason="the Milvus server package (milvus) is absent")
     pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
-    srv = server.MilvusServer(data_dir=str(tmp_path_factory.mktemp("milvus-server")))
-    for component in COMPONENTS:  # never the machine's other addresses
-        srv.config.set(f"{component}.ip", "127.0.0.1")
-    srv.start()
-    try:
-        yield f"http://127.0.0.1:{srv.listen_port}"
-    finally:
-        srv.stop()
+    with local_milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
+        yield uri
 
 
 def _replica(uri: str, tmp: Path, model: str = MODEL, gallery: str = "") -> GalleryManager:
