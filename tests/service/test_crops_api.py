@@ -214,7 +214,7 @@ def test_failed_commit_leaves_no_crop(tmp_path: Path, gallery_engine: str) -> No
         assert len(list(blobs.list("g/"))) == 1  # the crop is already durable
         raise OSError("disk full")
 
-    store_add, g.store.add = g.store.add, broken  # type: ignore[method-assign]
+    store_add, g.store.add = g.store.add, broken  # type: ignore[method-assign,assignment]
     with pytest.raises(OSError, match="disk full"):
         g.add([NewItem("c", 0.0, "x")], emb, [Crop(b"jpeg")])
     assert list(blobs.list("g/")) == [] and len(g) == 0

@@ -179,12 +179,17 @@ def test_cancel_resume_and_searches_meanwhile(
         assert hit.item.id == ids[5]
 
     totals: list[int] = []
+
+    def start(total: int) -> bool:
+        totals.append(total)
+        return True
+
     done = reindex_gallery(
         manager,
         "g",
         runtime,
         config,
-        lambda t: totals.append(t) or True,
+        start,
         report,
         cancelled=lambda: len(seen) >= 2,
     )
@@ -193,18 +198,18 @@ def test_cancel_resume_and_searches_meanwhile(
     g = manager.get("g")
     g.delete(ids[0])  # deleted while the re-index was paused: left out of the new version
     seen.clear()
-    done = reindex_gallery(
-        manager, "g", runtime, config, lambda t: totals.append(t) or True, report
-    )
+    done = reindex_gallery(manager, "g", runtime, config, start, report)
     assert done and totals == [N, N - 1] and seen[0] == 3 and sum(seen) == N - 1
     assert staging_name("g") not in manager.backend.names()
     g = manager.get("g")
     after = stored_by_external(g)
-    assert sorted(after) == sorted(n for n in before if n != "p0.png")
+    assert sorted(map(str, after)) == sorted(str(n) for n in before if n != "p0.png")
     for name, emb in after.items():  # the same model, from a thumbnail at model size
         assert float(emb @ before[name]) > 0.995
     items = g.store.fetch(g.store.item_ids().tolist())
-    assert all(it.crop is not None and manager.blobs.get(it.crop) for it in items.values())
+    blobs = manager.blobs
+    assert blobs is not None
+    assert all(it.crop is not None and blobs.get(it.crop) for it in items.values())
     manager.close()
 
 
