@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.errors import CropNotFound
 from service.gallery import GalleryManager, NewItem
 from service.gallery.blobs import BlobConfig, open_blobs
 from service.gallery.crops import Crop
@@ -235,3 +236,33 @@ def test_openapi_documents_crops_and_reindex(
     reindex = doc["paths"]["/v1/galleries/{gallery}/reindex"]["post"]
     assert {"202", "409"} <= set(reindex["responses"])
     assert "image_url" in doc["components"]["schemas"]["ItemResponse"]["properties"]
+
+
+def test_milvus_collection_from_before_crops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection created without the crop field keeps working: its items have no crop
+    (404 with the reason), and no blob is written for new ones."""
+    pymilvus = pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
+    real = pymilvus.MilvusClient.create_schema
+
+    def without_crop(*args: Any, **kwargs: Any) -> Any:
+        schema = real(*args, **kwargs)
+        add = schema.add_field
+        schema.add_field = lambda name, *a, **kw: schema if name == "crop" else add(name, *a, **kw)
+        return schema
+
+    blobs = open_blobs(BlobConfig("file", root=tmp_path / "blobs"))
+    with monkeypatch.context() as m:  # the schema as it was: no crop field
+        m.setattr(pymilvus.MilvusClient, "create_schema", staticmethod(without_crop))
+        old = GalleryManager(make_backend(tmp_path, "milvus"), "m", TINY_DIM, blobs)
+        old.get_or_create("g")
+        old.close()
+    manager = GalleryManager(make_backend(tmp_path, "milvus"), "m", TINY_DIM, blobs)
+    g = manager.get("g")
+    assert not g.store.keeps_crops
+    [res] = g.add([NewItem("c", 0.0, "x")], np.eye(TINY_DIM, dtype=np.float32)[:1], [Crop(b"j")])
+    assert g.get(res.id).crop is None and list(blobs.list("g/")) == []
+    with pytest.raises(CropNotFound, match="before the service kept crops"):
+        g.read_crop(res.id)
+    manager.close()
