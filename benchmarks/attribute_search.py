@@ -13,7 +13,9 @@ distributions, stored as the service stores them (every class's probability). Me
   match; narrow: ~1/40);
 - what the class probabilities add to each item's stored JSON, and the columns' memory.
 
-Run: ``.venv/bin/python -m benchmarks.attribute_search [--items 100000] [--requests 100]``.
+Run: ``.venv/bin/python -m benchmarks.attribute_search [--items 100000] [--requests 100]
+[--engine local|milvus]`` (milvus: Milvus Lite in the process, whose columns are kept current
+by listing every id: no in-memory ids).
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from benchmarks.results import load_note, write_section
 from benchmarks.search import percentiles, timed
 from reidcore.attributes import Attribute, AttributeSchema
 from service.cpu import limit_numpy_blas
-from service.gallery import Gallery, GalleryManager, NewItem, SearchFilter, local_backend
+from service.gallery import (
+    BackendConfig,
+    Gallery,
+    GalleryManager,
+    NewItem,
+    SearchFilter,
+    open_backend,
+)
 from service.gallery.attribute_search import (
     attribute_search,
     column_cache,
@@ -128,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=100)
+    ap.add_argument("--engine", choices=("local", "milvus"), default="local")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     limit_numpy_blas()
     schema = market_schema()
     with tempfile.TemporaryDirectory() as tmp:
-        manager = GalleryManager(local_backend(Path(tmp)), "bench-model", DIM)
+        config = BackendConfig(args.engine, Path(tmp))  # milvus: Milvus Lite in the process
+        manager = GalleryManager(open_backend(config), "bench-model", DIM)
         manager.open_all()
         t0 = time.perf_counter()
         feats = fill(manager, schema, args.items)
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         manager.close()
     short, full = json_bytes(schema)
     lines = [
-        f"{args.items} items, {DIM}-d, local engine (flat), {len(schema)} attributes "
+        f"{args.items} items, {DIM}-d, {args.engine} engine (exact), {len(schema)} attributes "
         f"({sum(a.num_classes for a in schema)} probability columns); {args.requests} calls "
         "per row after 3 warm-up calls. Filling the gallery took "
         f"{fill_s:.0f} s. The first attribute search read every item's predictions from the "
@@ -158,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {p50:.2f} | {p99:.2f} |")
     body = "\n".join(lines) + f"\n\n{load_note()}\n"
     print(body)
+    suffix = "" if args.engine == "local" else f"_{args.engine}"
     write_section(
-        "attribute_search",
-        f"Attribute search at {args.items // 1000}k items",
+        f"attribute_search{suffix}",
+        f"Attribute search at {args.items // 1000}k items ({args.engine} engine)",
         body,
-        f".venv/bin/python -m benchmarks.attribute_search --items {args.items} --requests {args.requests}",
+        f".venv/bin/python -m benchmarks.attribute_search --items {args.items} "
+        f"--requests {args.requests} --engine {args.engine}",
     )
     return 0
 

@@ -226,8 +226,8 @@ class ColumnCache:
         """Every item the store holds now (one id listing, plus a fetch of new items); with
         ``stop`` set, what was fetched before it (the next call fetches the rest)."""
         with self._lock:
-            live = store.live_ids()
             cols = self._cols
+            live = self._live(store, cols.ids)
             if not np.array_equal(live, cols.ids):
                 parts = [cols.take(np.isin(cols.ids, live, assume_unique=True))]
                 for chunk in _chunks(np.setdiff1d(live, cols.ids, assume_unique=True), FETCH_CHUNK):
@@ -238,6 +238,18 @@ class ColumnCache:
                 cols = cols.take(np.argsort(cols.ids, kind="stable"))
                 self._cols = cols
             return cols
+
+    @staticmethod
+    def _live(store: GalleryStore, known: np.ndarray) -> np.ndarray:
+        """The store's ids now: ``known`` plus the ids above its largest when the count says
+        nothing else changed (no deletion, no id added below it), else the full listing.
+        A deletion exactly balanced by an add below the largest id (Milvus replicas insert
+        from separate id ranges) is seen at the next change of the count."""
+        if len(known):
+            new = store.ids_after(int(known[-1]))
+            if store.count() == len(known) + len(new):
+                return np.concatenate([known, new])
+        return store.live_ids()
 
     def camera_codes(self, names: Iterable[str]) -> np.ndarray:
         return np.array([self.cameras[c] for c in names if c in self.cameras], dtype=np.int32)

@@ -67,6 +67,12 @@ class GalleryStore(abc.ABC):
         in memory answer from there (the attribute columns check it on every search)."""
         return self.item_ids()
 
+    def ids_after(self, after: int) -> np.ndarray:
+        """Ids above ``after``, ascending: the items added since an id was the largest, where
+        an engine can list them without listing every id (ids are never reused)."""
+        ids = self.live_ids()
+        return ids[ids > after]
+
     @abc.abstractmethod
     def search(
         self, queries: np.ndarray, k: int, filt: SearchFilter, with_vectors: bool = False

@@ -288,6 +288,21 @@ class MilvusStore(GalleryStore):
     def item_ids(self) -> np.ndarray:
         return np.sort(np.array([int(r["id"]) for r in self._scan(["id"])], dtype=np.int64))
 
+    def ids_after(self, after: int) -> np.ndarray:
+        """One filtered query on the primary key (a scan past Milvus' query window)."""
+        window = 16384
+        rows = self.client.query(
+            self.collection,
+            filter=f"id > {int(after)}",
+            output_fields=["id"],
+            limit=window,
+            consistency_level=self.consistency,
+        )
+        if len(rows) >= window:
+            rows = list(self._scan(["id"]))
+        ids = np.array([int(r["id"]) for r in rows], dtype=np.int64)
+        return np.sort(ids[ids > after])
+
     def search(
         self, queries: np.ndarray, k: int, filt: SearchFilter, with_vectors: bool = False
     ) -> list[Hits]:

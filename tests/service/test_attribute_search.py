@@ -318,3 +318,10 @@ def test_a_stopped_build_keeps_what_it_read_and_the_next_finishes(client: Any) -
     stop.set()
     assert len(cache.current(store, stop).ids) == 0
     assert cache.current(store).ids.tolist() == store.item_ids().tolist()
+
+
+def test_ids_after_lists_the_newer_ids(client: Any) -> None:
+    store = client.app.state.galleries.get("g").store
+    ids = store.item_ids()
+    for after in (-1, int(ids[0]), int(ids[len(ids) // 2]), int(ids[-1])):
+        assert store.ids_after(after).tolist() == ids[ids > after].tolist()
