@@ -76,7 +76,8 @@ def markdown(fs: FeatureSet, rows: list[tuple[str, EvaluationResult, float]], wh
     lines = [
         f"CUHK03-NP detected training split (../shared/data), {what}: "
         f"{len(np.unique(fs.query_ids))} identities held out (seed 0), "
-        f"{len(fs.query_ids)} queries / {len(fs.gallery_ids)} gallery images, cameras 1-2. "
+        f"{len(fs.query_ids)} queries / {len(fs.gallery_ids)} gallery images, "
+        f"{len(np.unique(fs.gallery_cams))} cameras. "
         "Market-1501 single-query protocol, official mAP. Re-ranking: k-reciprocal, k1 20, "
         "k2 6, λ 0.3, all queries at once, on the features the row names. " + load_note(),
         "",

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         t_short = timed(lambda: g.search(q, 10, rerank=rp_short), max(20, n // 4))
         from benchmarks.query_tricks_cost import trick_rows
 
-        t_tricks, means_s = trick_rows(g, feats, max(20, n // 4), settings, timed)
+        t_tricks, means_s = trick_rows(g, feats, max(10, n // 20), settings, timed)
         t_np = timed(lambda: exact_search(feats, q, 10), n)
         import faiss
 

@@ -99,8 +99,9 @@ def top_neighbours(
 ) -> np.ndarray:
     """Rows of ``pool`` nearest each anchor by inner product, best first: int64 [M, n'].
 
-    ``exclude_self``: anchors are ``pool`` itself and row i is not its own neighbour. Ties go
-    to the lower row. ``n' = min(n, available)``.
+    ``exclude_self``: anchors are ``pool`` itself and row i is not its own neighbour. Equal
+    similarities are ordered by row, except at the n-th place (any of them may be kept).
+    ``n' = min(n, available)``.
     """
     sims = np.asarray(anchors, np.float32) @ np.asarray(pool, np.float32).T
     if exclude_self:
@@ -108,9 +109,10 @@ def top_neighbours(
     n = min(n, pool.shape[0] - (1 if exclude_self else 0))
     if n <= 0:
         return np.zeros((sims.shape[0], 0), np.int64)
-    cols = np.arange(sims.shape[1])
-    order = np.lexsort((np.broadcast_to(cols, sims.shape), -sims), axis=1)
-    return order[:, :n].astype(np.int64)
+    part = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+    vals = np.take_along_axis(sims, part, axis=1)
+    order = np.lexsort((part, -vals), axis=-1)
+    return np.take_along_axis(part, order, axis=1).astype(np.int64)
 
 
 def camera_means(feats: np.ndarray, cams: Sequence[Hashable] | np.ndarray) -> dict[Any, np.ndarray]:
