@@ -48,6 +48,12 @@ class BlobStore(abc.ABC):
             return
         list(self._threads().map(lambda kd: self.put(*kd), blobs))
 
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The bytes of each key (None where there are none), fetched concurrently."""
+        if len(keys) <= 1:
+            return [self.get(k) for k in keys]
+        return list(self._threads().map(self.get, keys))
+
     def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(PUT_THREADS, thread_name_prefix="blob-put")

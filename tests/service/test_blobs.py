@@ -93,3 +93,9 @@ def test_put_many_stores_every_blob(blobs: BlobStore) -> None:
     blobs.put_many(pairs[:1])
     assert {k for k, _ in blobs.list("g/")} == {k for k, _ in pairs}
     assert all(blobs.get(k) == d for k, d in pairs)
+
+
+def test_get_many_in_order(blobs: BlobStore) -> None:
+    blobs.put_many([("g/a", b"1"), ("g/b", b"2")])
+    assert blobs.get_many(["g/b", "g/none", "g/a"]) == [b"2", None, b"1"]
+    assert blobs.get_many([]) == [] and blobs.get_many(["g/a"]) == [b"1"]

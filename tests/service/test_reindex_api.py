@@ -316,3 +316,30 @@ def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+@pytest.mark.parametrize("keep_original", [True, False])
+def test_small_thumbnails_and_kept_originals(
+    make_client: Callable[..., Any], tmp_path: Path, other_model_dir: Path, keep_original: bool
+) -> None:
+    """The caveat, measured: thumbnails smaller than the model input re-embed an upscaled
+    image; kept originals re-embed exactly what the original gives."""
+    data = tmp_path / "data"
+    small = {"crop_width": 4, "crop_height": 8, "crop_keep_original": keep_original}
+    old = make_client(data, **small)
+    imgs = images(4)
+    add(old, imgs)
+    old.__exit__(None, None, None)
+    c = make_client(data, model=other_model_dir, **small)
+    job = wait(c, c.post("/v1/galleries/g/reindex").json()["id"])
+    assert job["state"] == "succeeded"
+    scores = []
+    for name, original in imgs.items():
+        ref = embed(c, original)
+        hit = search(c, original, k=1).json()["matches"][0]
+        assert hit["item"]["external_id"] == name or not keep_original
+        scores.append(hit["score"] / float(ref @ ref))
+    if keep_original:
+        assert min(scores) > 0.9999
+    else:
+        assert min(scores) < 0.995  # a 4x8 thumbnail upscaled to 16x32 is not the original
