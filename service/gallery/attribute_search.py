@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 
 FETCH_CHUNK = 2048
 """Items fetched per call while the columns catch up with the store."""
-BRUTE_FORCE_MAX = 2048
-"""Restricted image searches among at most this many items score their vectors directly."""
+BRUTE_FORCE_MAX = 256
+"""Restricted image searches among at most this many items score their vectors directly
+(cheap from memory, one fetch from Milvus); larger sets deepen an engine search instead."""
 SEARCH_DEPTH_MAX = 16384
 """Deepest engine search :func:`restricted_hits` asks for (Milvus' top-k limit)."""
 
