@@ -30,11 +30,14 @@ NO_LOCAL = ["model.use_local=false", "loss.local_triplet_weight=0"]
 NO_TRIPLET = ["loss.global_triplet_weight=0", "loss.local_triplet_weight=0"]
 APR_BASE = [*NO_LOCAL, *NO_TRIPLET, "data.sampler=random", "data.batch_size=24"]
 ATTRS_OFF = ["model.use_attributes=false", "loss.attributes=false"]
+GROUPED = ["data.attribute_colours=grouped", "eval.attribute_protocol=all_images"]
+"""The attribute formulation before APR's binary colours and its gallery protocol."""
 
 VARIANTS: dict[str, list[str]] = {
     "B1 identity only": [*APR_BASE, *ATTRS_OFF, "loss.id_weight=1"],
     "B2 attributes only": [*APR_BASE, "loss.id_weight=0"],
     "APR (λ=8)": [*APR_BASE, "loss.id_weight=8"],
+    "APR (λ=8), grouped colours, all-images accuracy": [*APR_BASE, "loss.id_weight=8", *GROUPED],
     "global only (ID + TriHard)": [*ATTRS_OFF, *NO_LOCAL],
     "global + unaligned stripes": [*ATTRS_OFF, "loss.local_aligned=false"],
     "AlignedReID (global + aligned stripes)": [*ATTRS_OFF, "loss.local_aligned=true"],
