@@ -34,6 +34,7 @@ from service.cpu import limit_numpy_blas
 from service.gallery import GalleryManager, open_backend
 from service.gallery.attribute_search import ColumnWarmup
 from service.gallery.blobs import open_blobs
+from service.images import set_decoding_pixels
 from service.jobs import JobManager, JobState
 from service.metrics import AdmissionControl, Metrics, MetricsMiddleware
 from service.runtime import ModelRuntime
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the model and open the galleries; close them on shutdown."""
     settings: Settings = app.state.settings
+    set_decoding_pixels(settings.max_decoding_pixels)  # one decode pool for the process
     runtime = ModelRuntime.load(settings.model_dir, settings.runtime_options())
     backend = open_backend(settings.backend_config())
     blobs = open_blobs(settings.blob_config()) if settings.crops else None  # crops

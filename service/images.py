@@ -4,14 +4,20 @@ Memory per request is bounded by settings, not by what clients send: every image
 read from its header first, and a request whose images add up to more than its decoded-pixel
 budget is refused before anything is decoded (:class:`RequestTooLarge`, 413). Images are then
 decoded one at a time and shrunk as they are decoded (:func:`reidcore.preprocess.decode_image`
-with the model's input size), so at most one image is ever held at full size.
+with the model's input size), so at most one image per request is ever held at full size.
+
+Across requests, the pixels being decoded at once are capped process-wide by one
+:class:`PixelPool` (setting ``max_decoding_pixels``): concurrent requests of huge images wait
+for each other's decoding instead of adding up in memory.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from PIL import Image
 
@@ -45,6 +51,48 @@ def header_pixels(data: bytes) -> int:
     return w * h
 
 
+class PixelPool:
+    """At most ``capacity`` pixels being decoded at once in this process.
+
+    A decode holds its image's header pixel count (capped at ``capacity``, so one image larger
+    than the pool still runs, alone) until it is done; others wait. Small images, the normal
+    traffic, never wait: a pool of 2 x 4096^2 pixels holds a thousand 256x128 crops at once.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.used = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        need = max(0, min(pixels, self.capacity))
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + need <= self.capacity)
+            self.used += need
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= need
+                self._cond.notify_all()
+
+
+_decoding = PixelPool(2 * 4096 * 4096)
+
+
+def set_decoding_pixels(capacity: int) -> PixelPool:
+    """Make a new process-wide decode pool of ``capacity`` pixels (the service calls this
+    once at start from setting ``max_decoding_pixels``); returns it."""
+    global _decoding
+    _decoding = PixelPool(capacity)
+    return _decoding
+
+
 def check_pixel_budget(blobs: Sequence[bytes], budget: int) -> None:
     """Refuse (413) a request whose images declare more than ``budget`` pixels in all."""
     total = sum(header_pixels(b) for b in blobs)
@@ -76,6 +124,7 @@ def decode_upload(
         )
     target = None if preprocess is None else (preprocess.width, preprocess.height)
     try:
-        return decode_image(data, max_pixels=max_pixels, target=target)
+        with _decoding.hold(header_pixels(data)):
+            return decode_image(data, max_pixels=max_pixels, target=target)
     except ImageDecodeError as exc:
         raise ImageDecodeError(f"{label}: {exc}") from None

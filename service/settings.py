@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(default=2**27, ge=1)
     """Largest sum of the images' pixels (width x height, from their headers) in one request:
     over it the request is refused with 413 before anything is decoded."""
+    max_decoding_pixels: int = Field(default=2 * 4096 * 4096, ge=1)
+    """Most pixels (width x height, from the headers) being decoded at once in the whole
+    process: concurrent requests of huge images wait for each other instead of adding up in
+    memory (an image larger than this is decoded alone)."""
     max_images_per_request: int = Field(default=64, ge=1)
     """Most images in one embed or add-items request."""
     max_k: int = Field(default=1000, ge=1)
