@@ -42,10 +42,12 @@ def extract_validation_features(
     ds = read_dataset(cfg.data)
     n = val_ids or len(eligible_identities(ds.train))
     _, query, gallery = split_validation(ds.train, n, seed)
-    model = build_model(cfg.model, num_classes=0)
     if checkpoint:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(state.get("model", state), strict=False)
+        from training.checkpoint import load_checkpoint_for_inference
+
+        model, _ = load_checkpoint_for_inference(checkpoint)
+    else:
+        model = build_model(cfg.model, num_classes=0)
     pre = PreprocessConfig(height=cfg.data.height, width=cfg.data.width)
     q_loader, g_loader = build_eval_loaders(EvalSplit(query, gallery, None, None), pre, 64, 0)
     q = extract(model, q_loader, torch.device("cpu"))

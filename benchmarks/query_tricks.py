@@ -8,7 +8,8 @@ k1 20, k2 6, λ 0.3, on whatever features the row names), on the validation spli
 identities held out, features of torchreid's OSNet x0.25 MSMT17 checkpoint as it is).
 
 ``python -m benchmarks.query_tricks [--val-ids 0] [--checkpoint CKPT] [--grid]`` writes
-section ``query_tricks`` of benchmarks/RESULTS.md; needs ../shared/data and ../shared/weights
+section ``query_tricks`` (``query_tricks_finetuned`` with a checkpoint, whose run must have
+held out the same ``--val-ids`` identities, seed 0) of benchmarks/RESULTS.md; needs ../shared/data and ../shared/weights
 (features are cached under runs/query_tricks/).
 """
 
@@ -120,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if not args.no_write:
         command = "python -m benchmarks.query_tricks " + " ".join(argv or sys.argv[1:])
-        write_section("query_tricks", "Query-side tricks on CUHK03-NP validation", body, command)
+        name, title = "query_tricks", "Query-side tricks on CUHK03-NP validation"
+        if args.checkpoint is not None:
+            name, title = f"{name}_finetuned", f"{title}, a fine-tuned checkpoint"
+        write_section(name, title, body, command)
     return 0
 
 
