@@ -9,6 +9,7 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, File, Form, Header, Path, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from PIL import Image
 from pydantic import TypeAdapter, ValidationError
@@ -102,16 +103,24 @@ def _epoch_or_unknown(t: dt.datetime | None) -> float:
     return math.nan if t is None else to_epoch(t)
 
 
+def _items_path(loc: tuple[int | str, ...]) -> str:
+    """``items[0].timestamp`` from pydantic's ``(0, "timestamp")``."""
+    return "items" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
 def parse_items(raw: str, count: int, settings: Settings) -> list[ItemInput]:
     """The ``items`` form field: a JSON array with one entry per uploaded image."""
     try:
         items = ITEMS_ADAPTER.validate_json(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"items{''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise InvalidInput(f"invalid 'items' field: {problems}") from None
+        errors = exc.errors()
+        if any(e["type"] == "json_invalid" for e in errors):  # not JSON at all: 400
+            raise InvalidInput(f"invalid 'items' field: {errors[0]['msg']}") from None
+        # JSON, but a value is wrong (e.g. a timestamp out of range): 422 naming the field,
+        # as for every other form field.
+        raise RequestValidationError(
+            [{**e, "loc": ("body", _items_path(e["loc"]))} for e in errors]
+        ) from None
     if len(items) != count:
         raise InvalidInput(f"'items' has {len(items)} entries but {count} images were uploaded")
     for i, it in enumerate(items):

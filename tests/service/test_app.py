@@ -317,7 +317,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         "item lacks camera",
         "/v1/galleries/g/items",
         {"files": {"images": ("a.png", PNG)}, "data": {"items": json.dumps([{"timestamp": 0}])}},
-        400,
+        422,
         "items[0].camera",
     ),
     (
