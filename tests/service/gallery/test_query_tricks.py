@@ -148,3 +148,20 @@ def test_batched_exact_search_equals_one_query_at_a_time(masked: bool) -> None:
         want_rows, want_scores = exact_search(matrix, q, 7, mask)
         np.testing.assert_array_equal(rows, want_rows)
         np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+
+
+def test_camera_means_see_writes_of_another_process(tmp_path: Path, engine: str) -> None:
+    """Items added through another manager (a replica, a bulk job elsewhere) change the item
+    count, so the means are summed again from the store."""
+    g, ids, feats, cams = _filled(tmp_path, engine)
+    tricks = TrickParams(QueryTricks(camera_norm=True), "c2", shortlist=200)
+    g.search(feats[1], 5, tricks=tricks)  # means of the 60 items
+    other = GalleryManager(make_backend(tmp_path, engine), MODEL, DIM).get("g")
+    extra = _unit(np.random.default_rng(11).standard_normal((9, DIM)) - 1.5)
+    new = [r.id for r in other.add([NewItem("c2", 200.0 + i) for i in range(9)], extra)]
+    all_feats, all_ids = np.concatenate([feats, extra]), np.concatenate([ids, new])
+    all_cams = np.concatenate([cams, np.full(9, 2)])
+    rows, dists = _reference(feats[1], 2, all_feats, all_cams, tricks.tricks)
+    got = g.search(feats[1], 8, tricks=tricks)
+    assert [m.item.id for m in got] == all_ids[rows[:8]].tolist()
+    np.testing.assert_allclose([m.distance for m in got], dists[:8], atol=2e-5)
