@@ -140,10 +140,10 @@ def test_attribute_search_matches_brute_force(
 
 
 def test_stored_probabilities_are_the_models(client: Any) -> None:
-    items = stored_items(client)
+    by_external = {it.external_id: it for it in stored_items(client).values()}
     r = client.post("/v1/attributes", files={"image": ("q.png", random_image(4), "image/png")})
     for name, pred in r.json()["attributes"].items():
-        stored = items[5].attributes[name]  # item 5 is image 4
+        stored = by_external["p4"].attributes[name]
         assert stored["label"] == pred["label"]
         classes = next(a.classes for a in APR_LIKE if a.name == name)
         assert stored["probabilities"][classes.index(pred["label"])] == pytest.approx(
