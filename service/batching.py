@@ -43,7 +43,9 @@ class _Request:
 def slice_inference(out: Inference, start: int, stop: int) -> Inference:
     """Rows ``start:stop`` of a batch's answer."""
     return Inference(
-        out.embeddings[start:stop], {k: v[start:stop] for k, v in out.attributes.items()}
+        out.embeddings[start:stop],
+        {k: v[start:stop] for k, v in out.attributes.items()},
+        None if out.local is None else out.local[start:stop],
     )
 
 

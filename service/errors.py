@@ -86,6 +86,13 @@ class NotReindexable(ServiceError):
     code = "not_reindexable"
 
 
+class LocalDistanceUnavailable(ServiceError):
+    """A search asked for AlignedReID's local distance, but the served model has no ``local``
+    output or the gallery's items were stored without local features."""
+
+    code = "local_distance_unavailable"
+
+
 class ModelMismatch(ServiceError):
     """A gallery was built with another model (manifest sha256 or embedding dimension)."""
 

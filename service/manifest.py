@@ -240,6 +240,11 @@ class Manifest(_Strict):
         return [by_attr[name] for name in self.attribute_schema.names]
 
     @property
+    def local_output(self) -> OutputSpec | None:
+        """AlignedReID's stripe features ``[N, H, c]`` (export ``--include-local``), if any."""
+        return next((o for o in self.outputs if o.kind == "local"), None)
+
+    @property
     def model_id(self) -> str:
         """Identity of the model for galleries: the sha256 of the default ONNX file."""
         return self.model.sha256

@@ -53,6 +53,8 @@ class Inference:
     """[N, dim] float32, L2-normalised."""
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     """Attribute name -> [N, num_classes] float32 probabilities, in schema order."""
+    local: np.ndarray | None = None
+    """[N, H, c] float32 AlignedReID stripe features, when the model has a ``local`` output."""
 
 
 def choose_providers(device: str, available: Sequence[str]) -> list[str]:
@@ -102,6 +104,10 @@ class ModelRuntime:
         self.schema: AttributeSchema = manifest.attribute_schema
         self._attr_outputs = manifest.attribute_outputs
         self._output_names = [manifest.embedding.output] + [o.name for o in self._attr_outputs]
+        local = manifest.local_output
+        self._local_output = None if local is None else local.name
+        if local is not None:
+            self._output_names.append(local.name)
         self.max_batch = self.options.max_batch
         self.observers: list[Callable[[int, float], None]] = []
         """Called after every session run with (images, seconds): metrics hook."""
@@ -186,7 +192,8 @@ class ModelRuntime:
             name: np.concatenate([p.attributes[name] for p in parts])
             for name in parts[0].attributes
         }
-        return Inference(emb, attrs)
+        local = [p.local for p in parts if p.local is not None]
+        return Inference(emb, attrs, np.concatenate(local) if local else None)
 
     def infer(self, images: Sequence[Image.Image]) -> Inference:
         """Decoded images -> embeddings and attribute probabilities (one preprocessing path)."""
@@ -205,7 +212,12 @@ class ModelRuntime:
             )
         emb = l2_normalize(emb)  # cheap, and guards against exporters that skip it
         attrs: dict[str, np.ndarray] = {}
-        for spec, out in zip(self._attr_outputs, outs[1:], strict=True):
+        for spec, out in zip(
+            self._attr_outputs, outs[1 : 1 + len(self._attr_outputs)], strict=True
+        ):
             probs = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)  # [N, C]
             attrs[str(spec.attribute)] = probs if spec.probabilities else softmax(probs)
-        return Inference(emb, attrs)
+        local = None
+        if self._local_output is not None:  # the last output: [N, H, c]
+            local = np.asarray(outs[-1], dtype=np.float32)
+        return Inference(emb, attrs, local)

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     """k-reciprocal re-ranking k2."""
     rerank_lambda: float = Field(default=0.3, ge=0.0, le=1.0)
     """Weight of the original distance in the re-ranked distance."""
+    local_distance_shortlist: int = Field(default=100, ge=1)
+    """Candidates (top by global score) re-scored by a ``local_distance`` search."""
+    local_distance_weight: float = Field(default=1.0, ge=0.0, le=100.0)
+    """Weight of AlignedReID's local distance in ``global + weight * local`` (1: the paper's
+    sum, Sec. 3.1, as ``reid evaluate --local-distance``)."""
     query_tricks_shortlist: int = Field(default=200, ge=1)
     """Candidates re-scored when a search asks for qe_n, dba_n or camera_norm."""
     query_tricks_max_n: int = Field(default=10, ge=1)

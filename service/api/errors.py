@@ -22,6 +22,7 @@ from service.errors import (
     InvalidInput,
     ItemNotFound,
     JobNotFound,
+    LocalDistanceUnavailable,
     ManifestError,
     ModelMismatch,
     NotReindexable,
@@ -49,6 +50,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (ArchiveError, 400, ArchiveError.code),
     (ModelMismatch, 409, ModelMismatch.code),
     (NotReindexable, 409, NotReindexable.code),
+    (LocalDistanceUnavailable, 409, LocalDistanceUnavailable.code),
     (UnknownAttribute, 422, UnknownAttribute.code),
     (RequestTooLarge, 413, RequestTooLarge.code),
     (InvalidInput, 400, InvalidInput.code),
@@ -73,7 +75,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "Bad input: unreadable image, invalid name or value"),
         (401, "API key missing or wrong (when the service requires keys)"),
         (404, "Gallery or item not found"),
-        (409, "Gallery built with another model, or not re-indexable (no stored crops)"),
+        (
+            409,
+            "Gallery built with another model, not re-indexable (no stored crops), or without "
+            "the local features a local_distance search needs",
+        ),
         (413, "Request body too large"),
         (415, "Image is not JPEG, PNG or WebP"),
         (422, "Missing or malformed request fields"),

@@ -8,6 +8,7 @@ import logging
 import math
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Body, Depends, File, Form, Header, Path, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -51,11 +52,12 @@ from service.api.schemas import (
 )
 from service.api.uploads import predictions, read_images
 from service.batching import InferenceEngine
-from service.errors import InvalidInput
+from service.errors import InvalidInput, LocalDistanceUnavailable
 from service.gallery import GalleryManager, Item, Match, NewItem, SearchFilter
 from service.gallery.attribute_search import matching_ids
 from service.gallery.blobs import crop_gallery
 from service.gallery.crops import Crop, make_crop
+from service.gallery.local_search import LocalParams
 from service.gallery.query_tricks import TrickParams
 from service.gallery.trajectory import time_kind
 from service.images import sniff_format
@@ -184,6 +186,7 @@ def add_items(
             external_id=specs[i].external_id,
             metadata=specs[i].metadata,
             attributes=predictions(runtime.schema, out.attributes, row),
+            local=None if out.local is None else out.local[row],
         )
         for row, i in enumerate(todo)
     ]
@@ -357,7 +360,7 @@ def find_matches(
     tricks = trick_params(params, settings)  # 422 before spending time on the model
     wanted = params.attributes
     among = g.run(lambda s: matching_ids(s, schema, wanted, filt)) if wanted else None
-    query = engine.infer(
+    out = engine.infer(
         read_images(
             [image],
             settings.max_image_pixels,
@@ -365,9 +368,22 @@ def find_matches(
             budget=settings.max_request_pixels,
             preprocess=engine.preprocess,
         )
-    ).embeddings[0]
+    )
     rerank = settings.rerank_params() if params.rerank else None
-    return g.search(query, params.k, filt, rerank, among, tricks)
+    local = local_params(out.local, settings) if params.local_distance else None
+    return g.search(out.embeddings[0], params.k, filt, rerank, among, tricks, local)
+
+
+def local_params(query_local: np.ndarray | None, settings: Settings) -> LocalParams:
+    """A ``local_distance`` search of a query with these stripe features [1, H, c]."""
+    if query_local is None:
+        raise LocalDistanceUnavailable(
+            "local_distance needs a model with a 'local' output (AlignedReID stripe features: "
+            "export it with --include-local); the served model has none"
+        )
+    return LocalParams(
+        query_local[0], settings.local_distance_weight, settings.local_distance_shortlist
+    )
 
 
 def trick_params(params: SearchParams, settings: Settings) -> TrickParams | None:

@@ -237,6 +237,15 @@ class SearchParams(BaseModel):
     """Only items whose predicted attributes have these values: a JSON object such as
     ``{"gender": "female", "backpack": "yes"}`` (names and values of the model's attribute
     schema, ``GET /v1/attribute-schema``)."""
+    local_distance: bool = Field(
+        default=False,
+        description="AlignedReID's test-time distance (Zhang et al. 2017, Sec. 3.1/4.3): the "
+        "top REID_LOCAL_DISTANCE_SHORTLIST items by global score are re-scored with global + "
+        "REID_LOCAL_DISTANCE_WEIGHT x aligned local distance (default 1: the paper's sum), "
+        "before re-ranking when rerank is also true. Needs a model exported with "
+        "--include-local and items added with it (else 409); not combined with qe_n, dba_n "
+        "or camera_norm.",
+    )
 
     _times_in_range = field_validator("time_from", "time_to")(_representable)
 
@@ -256,7 +265,8 @@ class MatchResponse(BaseModel):
     """Cosine similarity to the query."""
     distance: float
     """Euclidean distance sqrt(2 - 2 score), or the re-ranked distance with rerank=true, or the
-    distance after qe_n / dba_n / camera_norm (the order of the matches)."""
+    distance after qe_n / dba_n / camera_norm, or global + weight x local distance with
+    local_distance=true (the order of the matches)."""
 
 
 class SearchResponse(BaseModel):

@@ -34,6 +34,8 @@ class GalleryStore(abc.ABC):
     model_id: str
     keeps_crops: bool = True
     """Whether items can name a stored crop (False: a Milvus collection from before crops)."""
+    keeps_local: bool = True
+    """Whether items' local features are stored (False: a Milvus collection from before them)."""
 
     @abc.abstractmethod
     def add(self, items: Sequence[NewItem], embeddings: np.ndarray) -> list[AddResult]:
@@ -57,6 +59,11 @@ class GalleryStore(abc.ABC):
     @abc.abstractmethod
     def vectors(self, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids found int64 [m], their embeddings float32 [m, dim]), in the order asked."""
+
+    def local_features(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Item id -> its stored local features, flat float32 [H * c], for the items of these
+        ids stored with some (items stored without, or engines keeping none, are absent)."""
+        return {}
 
     @abc.abstractmethod
     def item_ids(self) -> np.ndarray:

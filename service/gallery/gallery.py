@@ -27,6 +27,7 @@ from service.gallery.attribute_search import restricted_hits
 from service.gallery.backend import GalleryStore
 from service.gallery.blobs import BlobStore, new_key, original_key
 from service.gallery.crops import Crop
+from service.gallery.local_search import LocalParams, local_rescore
 from service.gallery.query_tricks import CameraMeans, TrickParams, trick_search
 from service.gallery.search import scores_to_distances
 from service.gallery.types import (
@@ -219,6 +220,7 @@ class Gallery:
         rerank: RerankParams | None = None,
         among: np.ndarray | None = None,
         tricks: TrickParams | None = None,
+        local: LocalParams | None = None,
     ) -> list[Match]:
         """Top-``k`` items for ``query`` [dim] (unit vector), exact under ``filt``; with
         ``among`` (item ids, ascending), only those items (the ``attributes`` filter,
@@ -228,7 +230,9 @@ class Gallery:
         k-reciprocal re-ranking and the best ``k`` of them returned, by re-ranked distance
         (module docstring for which variant runs when). With ``tricks`` (α-QE, DBA, camera
         normalisation; not combined with ``rerank``), a shortlist re-scored in the tricks'
-        space (:mod:`service.gallery.query_tricks`).
+        space (:mod:`service.gallery.query_tricks`). With ``local``, the shortlist re-scored
+        with AlignedReID's global + local distance, before any re-ranking
+        (:mod:`service.gallery.local_search`).
         """
         filt = filt or SearchFilter()
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
@@ -237,22 +241,32 @@ class Gallery:
                 f"query has dimension {q.shape[0]}, gallery {self.name!r} has {self.dim}"
             )
         if tricks is not None and tricks.tricks.any():
-            if rerank is not None:
-                raise InvalidInput("rerank cannot be combined with qe_n, dba_n or camera_norm")
+            if rerank is not None or local is not None:
+                raise InvalidInput(
+                    "rerank and local_distance cannot be combined with qe_n, dba_n or camera_norm"
+                )
             ids, scores, dists = trick_search(
                 self.store, q, k, filt, among, tricks, self._camera_means
             )
-        elif rerank is not None and rerank.mode == "exact" and filt.is_empty() and among is None:
+        elif (
+            rerank is not None
+            and local is None
+            and rerank.mode == "exact"
+            and filt.is_empty()
+            and among is None
+        ):
             ids, scores, dists = self._exact(q, k, rerank)
         else:
-            depth = max(k, rerank.shortlist) if rerank else k
+            depth = max(k, rerank.shortlist if rerank else 0, local.shortlist if local else 0)
             if among is None:
                 found = self.store.search(q[None], depth, filt, with_vectors=rerank is not None)
             else:
                 found = [restricted_hits(self.store, q, depth, filt, among, rerank is not None)]
             hits = _min_score(found[0], filt.min_score)
             ids, scores = hits.ids, hits.scores
-            if rerank is not None and hits.vectors is not None and len(ids) > 1:
+            if local is not None:
+                ids, scores, dists = local_rescore(self.store, hits, k, local, rerank)
+            elif rerank is not None and hits.vectors is not None and len(ids) > 1:
                 ids, scores, dists = _rerank_shortlist(q, hits, k, rerank)
             else:
                 dists = scores_to_distances(scores)

@@ -31,6 +31,7 @@ but the lowest id is deleted and reported as already present, so both converge o
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -60,6 +61,11 @@ _CHUNK = 1000
 _ITEM_FIELDS = ["id", "external_id", "camera", "ts", "has_ts", "metadata", "attributes"]
 CROP_FIELD = "crop"
 """Blob key of the item's crop ('' for none); collections from before crops lack it."""
+LOCAL_FIELD = "local"
+"""The item's local features, float32 bytes in base64 ('' for none); collections from before
+local features lack it."""
+MAX_LOCAL = 65535
+"""VARCHAR max_length of the local features: 12,288 floats (e.g. 8 stripes x 1536)."""
 
 
 def collection_name(gallery: str) -> str:
@@ -127,6 +133,7 @@ class MilvusStore(GalleryStore):
         dim: int,
         index: str,
         keeps_crops: bool = True,
+        keeps_local: bool = True,
     ) -> None:
         self.backend = backend
         self.client = backend.client
@@ -137,6 +144,7 @@ class MilvusStore(GalleryStore):
         self.index = index
         self.consistency = backend.options.consistency
         self.keeps_crops = keeps_crops
+        self.keeps_local = keeps_local
         self._fields = _ITEM_FIELDS + ([CROP_FIELD] if keeps_crops else [])
         self._write_lock = threading.Lock()
         """Serialises this process's adds: with the read-back, one writer at a time here."""
@@ -163,6 +171,8 @@ class MilvusStore(GalleryStore):
                     row = self._row(it, embeddings[j])
                     if self.keeps_crops:
                         row[CROP_FIELD] = it.crop or ""
+                    if self.keeps_local:
+                        row[LOCAL_FIELD] = _encode_local(it.local)
                     rows.append(row)
             if rows:
                 ids = self.client.insert(self.collection, rows)["ids"]
@@ -263,6 +273,12 @@ class MilvusStore(GalleryStore):
 
     def fetch(self, item_ids: Sequence[int]) -> dict[int, Item]:
         return {int(r["id"]): _item(r) for r in self._get(item_ids, self._fields)}
+
+    def local_features(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        if not self.keeps_local:
+            return {}
+        rows = self._get(item_ids, ["id", LOCAL_FIELD])
+        return {int(r["id"]): _decode_local(r[LOCAL_FIELD]) for r in rows if r[LOCAL_FIELD]}
 
     def vectors(self, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         got = {int(r["id"]): r["vec"] for r in self._get(item_ids, ["id", "vec"])}
@@ -365,6 +381,19 @@ def _hits(hits: Iterable[Any], dim: int | None) -> Hits:
     return Hits(ids, scores, vecs).take(np.lexsort((ids, -scores)))
 
 
+def _encode_local(local: np.ndarray | None) -> str:
+    if local is None:
+        return ""
+    text = base64.b64encode(np.asarray(local, dtype=np.float32).tobytes()).decode("ascii")
+    if len(text) > MAX_LOCAL:
+        raise ValueError(f"local features of {np.size(local)} floats exceed Milvus's field")
+    return text
+
+
+def _decode_local(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float32)
+
+
 def _item(r: dict[str, Any]) -> Item:
     return Item(
         id=int(r["id"]),
@@ -452,8 +481,11 @@ class MilvusBackend(GalleryBackend):
             check_model(name, where, (props.get("reid.model_id"), rec_dim), model_id, dim)
             self.client.load_collection(collection_name(name))
             fields = self.client.describe_collection(collection_name(name)).get("fields", [])
-        crops = any(f.get("name") == CROP_FIELD for f in fields)
-        return MilvusStore(self, name, model_id, dim, props.get("reid.index", "?"), crops)
+        names = {f.get("name") for f in fields}
+        index = props.get("reid.index", "?")
+        return MilvusStore(
+            self, name, model_id, dim, index, CROP_FIELD in names, LOCAL_FIELD in names
+        )
 
     def _create(self, name: str, model_id: str, dim: int) -> None:
         from pymilvus import DataType, MilvusClient, MilvusException
@@ -468,6 +500,7 @@ class MilvusBackend(GalleryBackend):
         schema.add_field("attributes", DataType.JSON)
         schema.add_field("created", DataType.DOUBLE)
         schema.add_field(CROP_FIELD, DataType.VARCHAR, max_length=MAX_STRING)
+        schema.add_field(LOCAL_FIELD, DataType.VARCHAR, max_length=MAX_LOCAL)
         schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
         index = self.client.prepare_index_params()
         index.add_index(

@@ -149,7 +149,7 @@ class LocalStore(GalleryStore):
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(SCHEMA)
             _allow_unknown_times(conn)
-            _add_crop_column(conn)
+            _add_columns(conn)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta and not create:  # another process is creating it: not a gallery yet
                 raise GalleryMissing(path)
@@ -298,7 +298,7 @@ class LocalStore(GalleryStore):
                     continue
                 cur = self._conn.execute(
                     "INSERT INTO items (external_id, camera, timestamp, metadata, attributes,"
-                    " embedding, created, crop) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " embedding, created, crop, local) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         it.external_id,
                         it.camera,
@@ -308,6 +308,7 @@ class LocalStore(GalleryStore):
                         emb[j].tobytes(),
                         now,
                         it.crop,
+                        None if it.local is None else np.asarray(it.local, np.float32).tobytes(),
                     ),
                 )
                 res = AddResult(int(cur.lastrowid or 0), it.external_id, created=True)
@@ -360,6 +361,17 @@ class LocalStore(GalleryStore):
         logger.info("gallery %s compacted to %d rows", self.name, fresh.n)
 
     # ----------------------------------------------------------------- reads
+    def local_features(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        if not item_ids:
+            return {}
+        marks = ",".join("?" * len(item_ids))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT id, local FROM items WHERE id IN ({marks}) AND local IS NOT NULL",
+                [int(i) for i in item_ids],
+            ).fetchall()
+        return {int(i): np.frombuffer(blob, dtype=np.float32) for i, blob in rows}
+
     def fetch(self, item_ids: Sequence[int]) -> dict[int, Item]:
         if not item_ids:
             return {}
@@ -577,13 +589,18 @@ def _checkpoint(path: Path) -> None:
         conn.close()
 
 
-def _add_crop_column(conn: sqlite3.Connection) -> None:
-    """Galleries from before crops were kept get the ``crop`` column (NULL: no crop)."""
+ADDED_COLUMNS = {"crop": "TEXT", "local": "BLOB"}
+"""Columns added after the first galleries were written (NULL: no crop, no local features)."""
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Galleries from before crops (local features) were kept get the column, NULL for all."""
     with conn:
         conn.execute("BEGIN IMMEDIATE")
         columns = {c[1] for c in conn.execute("PRAGMA table_info(items)")}
-        if "crop" not in columns:
-            conn.execute("ALTER TABLE items ADD COLUMN crop TEXT")
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in columns:
+                conn.execute(f"ALTER TABLE items ADD COLUMN {name} {kind}")
 
 
 def _timestamp_required(conn: sqlite3.Connection) -> bool:

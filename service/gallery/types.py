@@ -28,6 +28,9 @@ class NewItem:
     crop: str | None = None
     """Blob key of the item's stored crop (:mod:`service.gallery.blobs`); set by
     :meth:`service.gallery.Gallery.add`, None for none."""
+    local: np.ndarray | None = field(default=None, compare=False)
+    """AlignedReID stripe features [H, c] float32 when the model has a ``local`` output (kept
+    for ``local_distance`` searches, :mod:`service.gallery.local_search`); None for none."""
 
 
 @dataclass(frozen=True)

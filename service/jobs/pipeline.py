@@ -253,6 +253,7 @@ class _Indexer:
                     external_id=m.external_id,
                     metadata=m.metadata(),
                     attributes=predictions(self.model.schema, out.attributes, row),
+                    local=None if out.local is None else out.local[row],
                 )
                 for row, m in enumerate(encoded.members)
             ]

@@ -132,6 +132,7 @@ class _Run:
                 metadata=it.metadata,
                 attributes=predictions(self.model.schema, out.attributes, row),
                 crop=it.crop,
+                local=None if out.local is None else out.local[row],
             )
             for row, it in enumerate(ok)
         ]

@@ -2,7 +2,8 @@
 
 Graph: images [N, 3, H, W] -> AveragePool to a 4x2 grid -> flatten [N, 24]
 -> fixed random linear map [24, dim] -> L2 norm = ``embedding``; plus one softmax head per
-attribute (``attr_<name>`` = softmax(features @ W_a)). :func:`reference_outputs` recomputes
+attribute (``attr_<name>`` = softmax(features @ W_a)); with ``local``, AlignedReID-like
+stripe features ``local`` [N, 4, 6]: each pooled row's 3 x 2 values, L2-normalised. :func:`reference_outputs` recomputes
 the same thing in numpy, independently of ONNX Runtime.
 """
 
@@ -28,6 +29,7 @@ from service.manifest import (
 )
 
 GRID = (4, 2)  # pooled rows x cols
+LOCAL_SHAPE = (GRID[0], 3 * GRID[1])  # stripes x channels of the ``local`` output
 OPSET = 17
 
 TINY_SCHEMA = AttributeSchema(
@@ -50,7 +52,7 @@ def tiny_weights(dim: int, schema: AttributeSchema, seed: int) -> dict[str, np.n
 
 
 def build_tiny_onnx(
-    dim: int, height: int, width: int, schema: AttributeSchema, seed: int
+    dim: int, height: int, width: int, schema: AttributeSchema, seed: int, local: bool = False
 ) -> onnx.ModelProto:
     """The graph described in the module docstring."""
     kh, kw = height // GRID[0], width // GRID[1]
@@ -72,6 +74,16 @@ def build_tiny_onnx(
         ]
         outputs.append(
             helper.make_tensor_value_info(f"attr_{a.name}", TensorProto.FLOAT, ["N", a.num_classes])
+        )
+    if local:
+        weights["local_shape"] = np.array([0, GRID[0], 3 * GRID[1]], dtype=np.int64)
+        nodes += [
+            helper.make_node("Transpose", ["pooled"], ["rows"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", ["rows", "local_shape"], ["stripes"]),
+            helper.make_node("LpNormalization", ["stripes"], ["local"], axis=2, p=2),
+        ]
+        outputs.append(
+            helper.make_tensor_value_info("local", TensorProto.FLOAT, ["N", *LOCAL_SHAPE])
         )
     graph = helper.make_graph(
         nodes,
@@ -105,6 +117,14 @@ def reference_outputs(
     return emb, attrs
 
 
+def reference_local(batch: np.ndarray) -> np.ndarray:
+    """Numpy re-computation of the tiny model's ``local`` output [N, 4, 6]."""
+    n, _, h, w = batch.shape
+    g = batch.reshape(n, 3, GRID[0], h // GRID[0], GRID[1], w // GRID[1]).mean(axis=(3, 5))
+    stripes = g.transpose(0, 2, 1, 3).reshape(n, *LOCAL_SHAPE)
+    return stripes / np.linalg.norm(stripes, axis=2, keepdims=True)
+
+
 def write_tiny_model_folder(
     folder: Path,
     dim: int = 64,
@@ -114,10 +134,13 @@ def write_tiny_model_folder(
     seed: int = 0,
     name: str = "tiny",
     version: str = "1",
+    local: bool = False,
 ) -> Path:
-    """Write ``folder/{model.onnx, manifest.json}`` for the tiny model; returns ``folder``."""
+    """Write ``folder/{model.onnx, manifest.json}`` for the tiny model (with ``local``, its
+    ``local`` output too); returns ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(build_tiny_onnx(dim, height, width, schema, seed), str(folder / "model.onnx"))
+    model = build_tiny_onnx(dim, height, width, schema, seed, local)
+    onnx.save(model, str(folder / "model.onnx"))
     outputs = [OutputSpec(name="embedding", kind="embedding", shape=["N", dim])]
     outputs += [
         OutputSpec(
@@ -125,6 +148,8 @@ def write_tiny_model_folder(
         )
         for a in schema
     ]
+    if local:
+        outputs.append(OutputSpec(name="local", kind="local", shape=["N", *LOCAL_SHAPE]))
     manifest = Manifest(
         name=name,
         version=version,
