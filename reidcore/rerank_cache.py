@@ -51,6 +51,7 @@ from reidcore.rerank_rows import (
     jaccard_to_first,
     local_query_expansion,
     original_distance,
+    query_first,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ class _QueryState:
     """What a query changes: its distances and its place in every gallery list."""
 
     qid: int
-    """The query's id (the gallery's size: never a gallery id)."""
+    """The query's id here (the gallery's size: never a gallery id, and the last slot of
+    ``dq``); :func:`reidcore.rerank_rows.query_first` renumbers it 0 for the shared steps."""
     dq: np.ndarray
     """``[N + 1]`` float32 ``d(q, j)``, NaN where not computed yet (``dq[qid] = 0``)."""
     pos: np.ndarray
@@ -494,6 +496,7 @@ class RerankCache:
         perm = np.concatenate([np.flatnonzero(fresh), np.flatnonzero(~fresh)])
         row_of = np.empty(need.size, dtype=np.int64)
         row_of[perm] = np.arange(need.size)  # need's index -> row of ``rows``
+        rows = query_first(rows, st.qid)  # the query first, as rerank_rows numbers it
         expanded = local_query_expansion(rows, row_of[np.searchsorted(need, qe)])  # Eq. 11
         return jaccard_to_first(expanded)  # Eq. 10
 

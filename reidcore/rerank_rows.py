@@ -21,6 +21,17 @@ torchreid port):
   ``d_J = 1 - sum min(V_p, V_g) / sum max(V_p, V_g)``.
 * :func:`final_distance`: Eq. 12, ``d* = (1 - lambda) d_J + lambda d_o``.
 
+Numbering, one convention for the three: **the query comes first**. In the rows these steps
+build and compare, the query is row 0 and id (column) 0 for one query, gallery items after it
+(:mod:`reidcore.rerank_neighbours`: local id 0, the query's universe after it); for a set of
+queries, rows and ids ``0 .. Nq - 1`` are the queries and ``Nq ..`` the gallery
+(:mod:`reidcore.rerank`). :mod:`reidcore.rerank_cache` keeps its cached gallery rows in
+gallery ids ``0 .. N - 1`` (they never hold the query) and hands a query's rows to these steps
+through :func:`query_first`, which gives the query id 0 and gallery item ``g`` id ``g + 1``.
+Column ids are only matched, never compared by size, so the numbering changes no result
+(the query's entry moves first in its rows: the same values, summed in another order;
+``tests/core/test_rerank_numbering.py`` checks the cache against its old numbering).
+
 Numpy only (the service imports it without scipy).
 """
 
@@ -115,6 +126,21 @@ def gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, 
     offsets = np.cumsum(lengths) - lengths  # start of each range in the output
     idx = np.arange(total) - offsets[seg] + np.asarray(starts, dtype=np.int64)[seg]
     return idx, seg
+
+
+def query_first(v: SparseRows, query_id: int) -> SparseRows:
+    """``v`` with its columns in the module's numbering: ``query_id`` (the gallery's size, the
+    query's id where ids ``0 .. N - 1`` are gallery items) becomes 0 and gallery id ``g``
+    becomes ``g + 1``; each row stays sorted (a row's query entry, its last, moves first)."""
+    if v.cols.size == 0:
+        return v
+    last = np.maximum(v.indptr[1:] - 1, 0)
+    moves = np.flatnonzero((v.lengths > 0) & (v.cols[last] == query_id))
+    order = np.arange(v.cols.size)
+    idx, seg = gather_ranges(v.indptr[moves], v.lengths[moves])
+    order[idx] = np.where(idx == v.indptr[moves][seg], last[moves][seg], idx - 1)
+    cols = v.cols[order]
+    return SparseRows(v.indptr, np.where(cols == query_id, 0, cols + 1), v.vals[order])
 
 
 # --------------------------------------------------------------------------- the equations
@@ -231,4 +257,5 @@ __all__ = [
     "jaccard_to_first",
     "local_query_expansion",
     "original_distance",
+    "query_first",
 ]
