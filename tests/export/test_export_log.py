@@ -82,7 +82,9 @@ def test_int8_export_log_has_no_onnxruntime_flood(
             build_int8(tmp_path / "m.onnx", tmp_path / "int8.onnx", calibration)
     finally:
         root.removeHandler(raw)
-    flood = [r for r in ort_records(raw.records) if r.levelno == logging.INFO]
+    # Counted whatever their level now: once any test has configured the project's logging,
+    # the root handler's DemoteNoise has already turned these same records into DEBUG ones.
+    flood = ort_records(raw.records)
     assert len(flood) >= 10, [r.getMessage() for r in raw.records]
     assert "histogram" not in capsys.readouterr().out  # the calibrators' prints: DEBUG log
     # ... and through `reid export` none of it reaches the log at INFO.
