@@ -9,7 +9,8 @@ identities held out, features of torchreid's OSNet x0.25 MSMT17 checkpoint as it
 
 ``python -m benchmarks.query_tricks [--val-ids 0] [--checkpoint CKPT] [--grid]`` writes
 section ``query_tricks`` (``query_tricks_finetuned`` with a checkpoint, whose run must have
-held out the same ``--val-ids`` identities, seed 0) of benchmarks/RESULTS.md; needs ../shared/data and ../shared/weights
+held out the same ``--val-ids`` identities, seed 0; ``query_tricks_valN`` for N identities)
+of benchmarks/RESULTS.md; needs ../shared/data and ../shared/weights
 (features are cached under runs/query_tricks/).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None, help="reid train checkpoint (default: MSMT17)")
     p.add_argument("--grid", action="store_true", help="also α-QE / DBA over n and α")
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--note", default="", help="a sentence on the checkpoint, in the section")
     args = p.parse_args(argv)
     configure_logging()
     tag = "msmt17" if args.checkpoint is None else Path(args.checkpoint).stem
@@ -115,15 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     what = (
         "torchreid's OSNet x0.25 MSMT17 checkpoint as it is (no fine-tuning)"
         if args.checkpoint is None
-        else f"checkpoint {args.checkpoint}"
+        else f"checkpoint {args.checkpoint} ({args.note})"
     )
     body = markdown(fs, rows, what)
     print(body)
     if not args.no_write:
-        command = "python -m benchmarks.query_tricks " + " ".join(argv or sys.argv[1:])
+        command = "python -m benchmarks.query_tricks " + shlex.join(argv or sys.argv[1:])
         name, title = "query_tricks", "Query-side tricks on CUHK03-NP validation"
         if args.checkpoint is not None:
             name, title = f"{name}_finetuned", f"{title}, a fine-tuned checkpoint"
+        elif args.val_ids:
+            name, title = f"{name}_val{args.val_ids}", f"{title}, {args.val_ids} identities"
         write_section(name, title, body, command)
     return 0
 
