@@ -12,7 +12,8 @@ replica count. Milvus's default limit of 65,536 collections per cluster is far a
 number of galleries a deployment keeps; a partition key pays off for very many small tenants,
 which galleries are not.
 
-Fields: ``id`` (INT64 primary key, allocated by Milvus, unique across replicas),
+Fields: ``id`` (INT64 primary key below 2**53, from :mod:`service.gallery.milvus_ids`: unique
+across replicas and exact in JavaScript; collections from before it keep Milvus's auto ids),
 ``external_id``, ``camera`` (VARCHAR), ``ts`` (DOUBLE) and ``has_ts`` (BOOL, false for items
 whose capture time is unknown) are typed scalars so the camera and time filters run as
 Milvus filter expressions on the server; ``metadata`` and ``attributes`` are JSON (attribute
@@ -46,6 +47,7 @@ import numpy as np
 from service.errors import ItemNotFound
 from service.gallery.backend import GalleryBackend, GalleryMissing, GalleryStore, check_model
 from service.gallery.factory import MilvusOptions
+from service.gallery.milvus_ids import IdBlocks
 from service.gallery.types import AddResult, GalleryStats, Hits, Item, NewItem, SearchFilter
 
 logger = logging.getLogger(__name__)
@@ -148,11 +150,13 @@ class MilvusStore(GalleryStore):
         self._fields = _ITEM_FIELDS + ([CROP_FIELD] if keeps_crops else [])
         self._write_lock = threading.Lock()
         """Serialises this process's adds: with the read-back, one writer at a time here."""
+        self.own_ids = not self.client.describe_collection(self.collection).get("auto_id")
+        """Ids from the backend's id blocks (False: a collection with Milvus's auto ids)."""
 
     # ------------------------------------------------------------------ writes
     def add(self, items: Sequence[NewItem], embeddings: np.ndarray) -> list[AddResult]:
         with self._write_lock:
-            known = self.find_external([i.external_id for i in items if i.external_id])
+            known, fresh = self._known_and_fresh(items)
             results: list[AddResult | None] = []
             rows: list[dict[str, Any]] = []
             slots: list[int] = []
@@ -175,6 +179,8 @@ class MilvusStore(GalleryStore):
                         row[LOCAL_FIELD] = _encode_local(it.local)
                     rows.append(row)
             if rows:
+                for slot, row in zip(slots, rows, strict=True) if fresh else ():
+                    row["id"] = fresh[slot]
                 ids = self.client.insert(self.collection, rows)["ids"]
                 self._flush_if_lite()
                 for slot, item_id in zip(slots, ids, strict=True):
@@ -186,6 +192,25 @@ class MilvusStore(GalleryStore):
                     assert first is not None
                     results[j] = AddResult(first.id, it.external_id, created=False)
         return [r for r in results if r is not None]
+
+    def _known_and_fresh(self, items: Sequence[NewItem]) -> tuple[dict[str, int], list[int]]:
+        """(external id -> id of those stored, one fresh id per item: none with auto ids),
+        in one query; fresh ids found taken (see :mod:`milvus_ids`) are replaced."""
+        exts = [i.external_id for i in items if i.external_id]
+        for _ in range(3):
+            fresh = self.backend.ids.take(len(items)) if self.own_ids else []
+            rows = self._before_insert(exts, fresh)
+            taken = {i for _, i in rows}.intersection(fresh)
+            if not taken:
+                return _lowest(rows, set(exts)), fresh
+            logger.warning("gallery %s: %d fresh ids already taken", self.name, len(taken))
+            self.backend.ids.discard()
+        raise RuntimeError(f"gallery {self.name}: fresh item ids kept being taken")
+
+    def _before_insert(self, exts: Sequence[str], fresh: Sequence[int]) -> list[tuple[str, int]]:
+        """What a writer sees before inserting: the rows of these external ids or ids (tests
+        replace it to play a replica that read before a rival's insert)."""
+        return self._external_rows(exts, fresh)
 
     @staticmethod
     def _row(it: NewItem, emb: np.ndarray) -> dict[str, Any]:
@@ -209,8 +234,9 @@ class MilvusStore(GalleryStore):
         when not the one kept, is reported as already present.
 
         The one case it cannot cover: a writer that saw no copy has answered with its id,
-        which a later writer then deletes as the higher one; the item (the same external id:
-        the same crop in bulk jobs) stays, under the lower id."""
+        which a later writer then deletes as the higher one (writers draw ids from separate
+        blocks, so either may be the lower: Milvus gives no insertion order to go by); the
+        item (the same external id: the same crop in bulk jobs) stays, under the lower id."""
         mine = [e for e in exts if e]
         if not mine:
             return
@@ -253,12 +279,18 @@ class MilvusStore(GalleryStore):
             )
         return out
 
-    def _external_rows(self, external_ids: Sequence[str]) -> list[tuple[str, int]]:
+    def _external_rows(
+        self, external_ids: Sequence[str], ids: Sequence[int] = ()
+    ) -> list[tuple[str, int]]:
+        """(external id, id) of the items with one of these external ids or ids."""
         out = []
-        for chunk in _chunks(sorted(set(external_ids))):
+        exts, nums = list(_chunks(sorted(set(external_ids)))), list(_chunks(list(ids)))
+        for k in range(max(len(exts), len(nums))):
+            terms = [f"external_id in {_strings(exts[k])}"] if k < len(exts) else []
+            terms += [f"id in {[int(i) for i in nums[k]]}"] if k < len(nums) else []
             rows = self.client.query(
                 self.collection,
-                filter=f"external_id in {_strings(chunk)}",
+                filter=" or ".join(terms),
                 output_fields=["id", "external_id"],
                 consistency_level=self.consistency,
             )
@@ -266,10 +298,8 @@ class MilvusStore(GalleryStore):
         return out
 
     def find_external(self, external_ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for e, i in self._external_rows([e for e in external_ids if e]):
-            found[e] = min(i, found.get(e, i))
-        return found
+        wanted = {e for e in external_ids if e}
+        return _lowest(self._external_rows(sorted(wanted)), wanted)
 
     def fetch(self, item_ids: Sequence[int]) -> dict[int, Item]:
         return {int(r["id"]): _item(r) for r in self._get(item_ids, self._fields)}
@@ -370,6 +400,15 @@ class MilvusStore(GalleryStore):
         """Nothing per gallery: the backend owns the client."""
 
 
+def _lowest(rows: Iterable[tuple[str, int]], wanted: set[str]) -> dict[str, int]:
+    """External id -> the lowest id stored under it, for the wanted external ids."""
+    found: dict[str, int] = {}
+    for e, i in rows:
+        if e in wanted:
+            found[e] = min(i, found.get(e, i))
+    return found
+
+
 def _hits(hits: Iterable[Any], dim: int | None) -> Hits:
     """One query's hits, ordered as the local engine orders them (score, then id)."""
     hits = list(hits)
@@ -455,6 +494,8 @@ class MilvusBackend(GalleryBackend):
             kwargs["db_name"] = options.db_name
         self.client = MilvusClient(**kwargs)
         self._lock = threading.Lock()
+        self.ids = IdBlocks(self.client)
+        """Item ids of this database's galleries (blocks claimed on first use)."""
 
     def names(self) -> list[str]:
         found = (gallery_name(c) for c in self.client.list_collections())
@@ -490,7 +531,7 @@ class MilvusBackend(GalleryBackend):
     def _create(self, name: str, model_id: str, dim: int) -> None:
         from pymilvus import DataType, MilvusClient, MilvusException
 
-        schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("external_id", DataType.VARCHAR, max_length=MAX_STRING)
         schema.add_field("camera", DataType.VARCHAR, max_length=MAX_STRING)

@@ -18,6 +18,7 @@ import pytest
 from service.errors import ModelMismatch
 from service.gallery import BackendConfig, GalleryManager, MilvusOptions, NewItem, SearchFilter
 from service.gallery import open_backend as open_engine
+from service.gallery.milvus_ids import block_of
 from service.gallery.milvus_server import local_milvus_server
 
 MODEL = "a" * 64
@@ -106,6 +107,41 @@ def test_two_replicas_adding_the_same_crops_at_once_store_each_once(
         # each kept id is one a replica answered with (usually both answer with it; a
         # replica that saw no copy may have answered with the one deleted later)
         assert all(kept[f"e{i}"] in (results[0][i], results[1][i]) for i in range(12))
+    finally:
+        for r in replicas:
+            r.close()
+
+
+def test_replicas_writing_at_once_get_distinct_ids_below_2_53(
+    milvus_uri: str, tmp_path: Path
+) -> None:
+    """Each replica claims its own id block on the server (Strong read of the claims), so
+    concurrent writers never share an id, and every id is exact in JavaScript."""
+    replicas = [_replica(milvus_uri, tmp_path, gallery="ids"), _replica(milvus_uri, tmp_path)]
+    try:
+        replicas[0].get_or_create("ids")
+        feats = _unit(5, 60)
+        results: list[list[int]] = [[], []]
+        start = threading.Barrier(2)
+
+        def add(k: int) -> None:
+            g = replicas[k].get("ids")
+            start.wait()
+            for b in range(3):
+                part = slice(30 * k + 10 * b, 30 * k + 10 * b + 10)
+                results[k] += [r.id for r in g.add(_items(10, part.start), feats[part])]
+
+        threads = [threading.Thread(target=add, args=(k,)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ids = results[0] + results[1]
+        assert len(set(ids)) == 60 and all(0 < i < 2**53 for i in ids)
+        assert {block_of(i) for i in results[0]}.isdisjoint({block_of(i) for i in results[1]})
+        g = replicas[1].get("ids")
+        assert len(g) == 60 and sorted(g.store.item_ids().tolist()) == sorted(ids)
+        assert g.search(feats[42], 1)[0].item.id == results[1][12]
     finally:
         for r in replicas:
             r.close()
