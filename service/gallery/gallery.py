@@ -175,10 +175,11 @@ class Gallery:
         """Delete one item durably, then its crop; raises :class:`ItemNotFound`."""
         item = self.get(item_id)
         crop = item.crop
-        vector = self.store.vectors([item_id])[1]
+        means = self._camera_means
+        vector = self.store.vectors([item_id])[1] if means.built else np.zeros((0, self.dim))
         self.store.delete(item_id)
         if len(vector):
-            self._camera_means.removed(item.camera, vector[0])
+            means.removed(item.camera, vector[0])
         if crop is not None and self.blobs is not None:
             self.blobs.delete(_crop_keys([crop]))
 

@@ -56,6 +56,12 @@ class CameraMeans:
         self._counts: dict[str, int] = {}
         self._items = -1  # items summed; -1: not built
 
+    @property
+    def built(self) -> bool:
+        """Whether the sums exist (until then deletes need not read the deleted vector; a
+        race only makes the count disagree, and the next use sums again)."""
+        return self._items >= 0
+
     def means(self, store: GalleryStore) -> dict[str, np.ndarray]:
         """camera -> mean embedding (rebuilt first when the store's count disagrees)."""
         with self._lock:
