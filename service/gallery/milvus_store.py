@@ -425,7 +425,15 @@ def _encode_local(local: np.ndarray | None) -> str:
         return ""
     text = base64.b64encode(np.asarray(local, dtype=np.float32).tobytes()).decode("ascii")
     if len(text) > MAX_LOCAL:
-        raise ValueError(f"local features of {np.size(local)} floats exceed Milvus's field")
+        # The item is stored all the same, without local features: a local_distance search
+        # that shortlists it answers 409 saying so, instead of every add failing.
+        logger.warning(
+            "local features of %d floats exceed the Milvus field (%d base64 characters): "
+            "stored without them",
+            np.size(local),
+            MAX_LOCAL,
+        )
+        return ""
     return text
 
 

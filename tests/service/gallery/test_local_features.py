@@ -100,3 +100,27 @@ def test_milvus_collection_from_before_local_features(
         g.search(emb[0], 2, local=LocalParams(np.zeros(SHAPE, np.float32)))
     assert len(g.search(emb[0], 2)) == 2
     manager.close()
+
+
+def test_milvus_item_with_local_features_over_its_field_is_stored_without_them(
+    tmp_path: Path,
+) -> None:
+    """Stripes too long for the Milvus field never fail the add: the item is kept, its
+    local features are absent (a local_distance search over it then answers 409)."""
+    from service.gallery.milvus_store import MAX_LOCAL
+
+    manager = GalleryManager(make_backend(tmp_path, "milvus"), "m", DIM)
+    g = manager.get_or_create("g")
+    rng = np.random.default_rng(3)
+    floats = MAX_LOCAL * 3 // 4 // 4 + 8  # base64 of 4-byte floats: just over the field
+    emb = rng.standard_normal((2, DIM)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    big = rng.standard_normal((1, floats)).astype(np.float32)
+    small = rng.standard_normal(SHAPE).astype(np.float32)
+    items = [NewItem("c0", 0.0, "big", local=big), NewItem("c0", 1.0, "small", local=small)]
+    ids = [r.id for r in g.add(items, emb)]
+    assert len(ids) == 2 and ids[0] != ids[1]
+    got = g.store.local_features(ids)
+    assert sorted(got) == [ids[1]]
+    np.testing.assert_array_equal(got[ids[1]].reshape(SHAPE), small)
+    manager.close()
