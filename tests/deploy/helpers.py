@@ -22,8 +22,12 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_CPU = REPO / "deploy" / "compose.cpu.yaml"
+COMPOSE_MILVUS = REPO / "deploy" / "compose.milvus.yaml"
+NGINX_CONF = REPO / "deploy" / "nginx" / "reid.conf"
 ENV_EXAMPLE = REPO / "deploy" / "reid.env.example"
 K8S = REPO / "deploy" / "k8s"
+K8S_MILVUS = REPO / "deploy" / "k8s-milvus"
+"""The scale-out overlay of K8S (beside it: kustomize refuses an overlay inside its base)."""
 REQUIREMENTS_SCRIPT = REPO / "deploy" / "docker" / "pyproject_requirements.py"
 
 TORCH_FAMILY = {"torch", "torchvision", "torchaudio", "pytorch", "triton"}
