@@ -15,6 +15,7 @@ report (what tests and CI use).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -73,15 +74,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--top-k", type=int, default=100, help="matches per search (100, the re-rank shortlist)"
     )
     parser.add_argument("--examples", type=int, default=3, help="example queries shown (3)")
+    parser.add_argument(
+        "--backend",
+        choices=("local", "milvus"),
+        default="local",
+        help="gallery engine: local (FAISS + SQLite, the default) or milvus",
+    )
+    parser.add_argument(
+        "--milvus-uri",
+        default="",
+        help="with --backend milvus: the Milvus server, e.g. http://127.0.0.1:19530 (its "
+        "gallery 'demo' is replaced); default: Milvus Lite in this process, under --out",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from quickstart.embedded import DemoError
+    from quickstart.embedded import DemoEngine, DemoError
     from quickstart.job import DemoOptions, run_demo
     from reidcore.cli import CommandError
 
     if args.port < 0 or args.port > 65535:
         raise CommandError(f"--port must lie in 0..65535, got {args.port}")
+    if args.milvus_uri and args.backend != "milvus":
+        raise CommandError("--milvus-uri needs --backend milvus")
+    if args.backend == "milvus" and importlib.util.find_spec("pymilvus") is None:
+        raise CommandError("--backend milvus needs the milvus extra: pip install '.[milvus]'")
     if args.top_k < 1 or args.epochs < 1:
         raise CommandError(f"--top-k and --epochs must be >= 1, got {args.top_k}, {args.epochs}")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
@@ -100,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         train_overrides=tuple(args.overrides),
         top_k=args.top_k,
         examples=args.examples,
+        engine=DemoEngine(args.backend, args.milvus_uri),
     )
     try:
         run_demo(opts, lambda text: print(text, flush=True))

@@ -74,10 +74,50 @@ def bind_port(host: str, port: int) -> socket.socket:
         raise DemoError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
 
 
+@dataclass(frozen=True)
+class DemoEngine:
+    """Where the demo's gallery lives: ``local`` (FAISS + SQLite in the data folder) or
+    ``milvus`` (a Milvus server at ``milvus_uri``; empty: Milvus Lite in this process, in
+    ``<data>/milvus.db``)."""
+
+    kind: str = "local"
+    milvus_uri: str = ""
+
+    def settings(self) -> dict[str, Any]:
+        """The service settings that choose this engine."""
+        return {"gallery_backend": self.kind, "milvus_uri": self.milvus_uri}
+
+    def open(self, data_dir: Path) -> GalleryBackend:
+        """This engine, opened beside the service (Milvus Lite: the same in-process server)."""
+        from service.gallery import BackendConfig, MilvusOptions, open_backend
+
+        milvus = MilvusOptions(uri=self.milvus_uri)
+        return open_backend(BackendConfig(self.kind, data_dir, milvus=milvus))
+
+    def clear(self, data_dir: Path, gallery: str) -> str | None:
+        """Drop ``gallery`` of an earlier run on a Milvus server (the data folder, Milvus
+        Lite's included, is emptied anyway); what was done, or None."""
+        if self.kind != "milvus" or not self.milvus_uri:
+            return None
+        backend = self.open(data_dir)
+        try:
+            if gallery not in backend.names():
+                return None
+            backend.drop(gallery)
+        finally:
+            backend.close()
+        return f"dropped gallery {gallery!r} of an earlier demo run on {self.milvus_uri}"
+
+
 def start_service(
-    model_dir: Path, data_dir: Path, sock: socket.socket, max_k: int
+    model_dir: Path,
+    data_dir: Path,
+    sock: socket.socket,
+    max_k: int,
+    engine: DemoEngine = DemoEngine(),
 ) -> ThreadedServer:
-    """Create the app over ``model_dir``/``data_dir`` and serve it on ``sock``."""
+    """Create the app over ``model_dir``/``data_dir`` (galleries in ``engine``) and serve it on
+    ``sock``."""
     from service.app import create_app
     from service.settings import Settings
 
@@ -90,6 +130,7 @@ def start_service(
         max_k=max(1000, max_k),
         auth_mode="none",
         api_keys=[],
+        **engine.settings(),
     )
     service = ThreadedServer(create_app(settings), sock)
     try:

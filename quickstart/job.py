@@ -38,6 +38,7 @@ from typing import Any
 from quickstart.client import ReidClient, ServiceCallError
 from quickstart.dataset import DemoData, describe, read_demo_data
 from quickstart.embedded import (
+    DemoEngine,
     DemoError,
     GalleryImage,
     bind_port,
@@ -109,6 +110,8 @@ class DemoOptions:
     """Example queries printed with their matches."""
     gallery: str = "demo"
     """Gallery name in the service."""
+    engine: DemoEngine = DemoEngine()
+    """Where the gallery lives: the local engine, Milvus Lite, or a Milvus server."""
 
 
 @dataclass
@@ -380,7 +383,9 @@ def run_demo(opts: DemoOptions, echo: Echo) -> DemoResult:
         data_dir = opts.out / "data"
         with steps.step("serve", "Starting the service"):
             shutil.rmtree(data_dir, ignore_errors=True)
-            service = start_service(model_dir, data_dir, sock, opts.top_k)
+            if cleared := opts.engine.clear(data_dir, opts.gallery):
+                echo(cleared)
+            service = start_service(model_dir, data_dir, sock, opts.top_k, opts.engine)
             client = ReidClient(service.url)
             ready = client.ready()
             echo(
@@ -396,8 +401,15 @@ def run_demo(opts: DemoOptions, echo: Echo) -> DemoResult:
             for line in indexed["failures"][:5]:
                 echo(f"  failed: {line}")
         with steps.step("query", f"Querying ({len(queries)} queries, plain and re-ranked)"):
-            run = run_queries(client, opts.gallery, data_dir, queries, gallery_images, opts.top_k)
+            stored = opts.engine.open(data_dir)
+            try:
+                run = run_queries(
+                    client, opts.gallery, data_dir, queries, gallery_images, opts.top_k, stored
+                )
+            finally:
+                stored.close()
             report(run, baseline_row(data), client, queries, opts, echo)
+        echo(f"gallery engine: {opts.engine.kind} ({describe_engine(opts.engine)})")
         echo("\n" + steps.summary())
         result = DemoResult(model_dir, service.url, indexed, run, steps.seconds)
         if opts.serve:
@@ -411,6 +423,12 @@ def run_demo(opts: DemoOptions, echo: Echo) -> DemoResult:
         if service is not None:
             service.stop()
         sock.close()
+
+
+def describe_engine(engine: DemoEngine) -> str:
+    if engine.kind == "local":
+        return "FAISS + SQLite in the data folder"
+    return f"Milvus server {engine.milvus_uri}" if engine.milvus_uri else "Milvus Lite in-process"
 
 
 def sleep_forever() -> None:

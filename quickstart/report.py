@@ -26,6 +26,7 @@ from quickstart.client import ReidClient
 from quickstart.embedded import DemoError, GalleryImage, read_stored_embeddings
 from quickstart.metrics import evaluate_rankings
 from reidcore.evaluation import EvaluationResult, evaluate_rank, pairwise_euclidean
+from service.gallery.backend import GalleryBackend
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +125,11 @@ def run_queries(
     queries: Sequence[GalleryImage],
     gallery_images: Sequence[GalleryImage],
     top_k: int,
+    backend: GalleryBackend | None = None,
 ) -> QueryRun:
-    """The whole query step (module docstring); ``top_k`` is capped at the gallery size."""
-    files, g_emb = read_stored_embeddings(data_dir, gallery)
+    """The whole query step (module docstring); ``top_k`` is capped at the gallery size;
+    stored embeddings read from ``backend`` (default: the local engine of ``data_dir``)."""
+    files, g_emb = read_stored_embeddings(data_dir, gallery, backend)
     g_ids, g_cams = gallery_labels(files, gallery_images)
     q_ids = np.array([q.pid for q in queries], dtype=np.int64)
     q_cams = np.array([q.camid for q in queries], dtype=np.int64)
