@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +74,21 @@ def load_manifests(path: Path) -> list[dict[str, Any]]:
     """Every non-empty YAML document of ``path``."""
     with path.open(encoding="utf-8") as f:
         return [d for d in yaml.safe_load_all(f) if d]
+
+
+def schema_error(doc: dict[str, Any], kubernetes_version: str) -> str | None:
+    """What kubernetes-validate (offline schemas, strict) finds wrong in ``doc``; None when
+    valid. Skips the test when kubernetes-validate is not installed."""
+    if importlib.util.find_spec("kubernetes_validate") is None:
+        pytest.skip("kubernetes-validate not installed (offline schemas; the dev extra)")
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(doc, kubernetes_version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.path)
+        return f"{doc['kind']}/{doc['metadata']['name']} at {path}: {exc.message}"
+    return None
 
 
 def read_env_file(path: Path) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import PurePosixPath
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.deploy.dockerfile import load_dockerfile
-from tests.deploy.helpers import DOCKERFILE, K8S, load_manifests
+from tests.deploy.helpers import DOCKERFILE, K8S, load_manifests, schema_error
 
 KUBERNETES_VERSION = "1.30.0"
 """Oldest Kubernetes the manifests must be valid for."""
@@ -64,17 +63,8 @@ def _port(container: dict[str, Any], port: str | int) -> int:
     ("file", "doc"), _all_docs(), ids=lambda x: x if isinstance(x, str) else ""
 )
 def test_manifest_valid_against_the_kubernetes_schema(file: str, doc: dict[str, Any]) -> None:
-    if importlib.util.find_spec("kubernetes_validate") is None:
-        pytest.skip(
-            "kubernetes-validate not installed (offline schemas; proposed for the dev extra)"
-        )
-    import kubernetes_validate
-
-    try:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        path = ".".join(str(p) for p in exc.path)
-        pytest.fail(f"{file}: {doc['kind']}/{doc['metadata']['name']} at {path}: {exc.message}")
+    error = schema_error(doc, KUBERNETES_VERSION)
+    assert error is None, f"{file}: {error}"
 
 
 def test_kustomization_lists_every_manifest() -> None:
