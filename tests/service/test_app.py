@@ -59,10 +59,12 @@ def gallery_engine(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def client(make_client: Callable[..., Any], tmp_path: Path) -> Any:
-    """A service with gallery ``g`` holding N_ITEMS images (ids 1..N_ITEMS)."""
+    """A service with gallery ``g`` holding N_ITEMS images; ``item_ids[i]`` is image i's id
+    (1..N_ITEMS on the local engine, from id blocks on Milvus)."""
     c = make_client(tmp_path / "data")
     r = _add(c, "g", list(range(N_ITEMS)))
     assert r.status_code == 200, r.text
+    c.item_ids = [it["id"] for it in r.json()["items"]]
     return c
 
 
@@ -84,19 +86,21 @@ FILTERS: dict[str, tuple[dict[str, Any], Callable[[int, float], bool]]] = {
 @pytest.mark.parametrize("name", list(FILTERS))
 def test_search_equals_brute_force(client: Any, name: str) -> None:
     form, allowed = FILTERS[name]
-    gallery = _embed(client, list(range(N_ITEMS)))  # [N, d], item i has id i + 1
+    gallery = _embed(client, list(range(N_ITEMS)))  # [N, d], item i has id item_ids[i]
     for qseed in (100, 3):
         q = _embed(client, [qseed])[0]
         scores = gallery.astype(np.float64) @ q
         ref = [
-            i + 1 for i in sorted(range(N_ITEMS), key=lambda i: -scores[i]) if allowed(i, scores[i])
+            client.item_ids[i]
+            for i in sorted(range(N_ITEMS), key=lambda i: -scores[i])
+            if allowed(i, scores[i])
         ]
         r = _search(client, "g", qseed, k=5, **form)
         assert r.status_code == 200, r.text
         matches = r.json()["matches"]
         assert [m["item"]["id"] for m in matches] == ref[:5]
         for m in matches:
-            i = m["item"]["id"] - 1
+            i = client.item_ids.index(m["item"]["id"])
             assert m["score"] == pytest.approx(scores[i], abs=1e-5)
             assert m["distance"] == pytest.approx(np.sqrt(max(2 - 2 * scores[i], 0)), abs=1e-3)
             assert m["item"]["camera"] == f"cam{i % 3}"
@@ -109,7 +113,9 @@ def test_rerank_reorders_within_shortlist(client: Any) -> None:
     plain = _search(client, "g", 3, k=N_ITEMS).json()["matches"]
     rr = _search(client, "g", 3, k=5, rerank="true").json()
     assert rr["reranked"] is True and len(rr["matches"]) == 5
-    assert rr["matches"][0]["item"]["id"] == 4  # the query image itself is in the gallery
+    assert (
+        rr["matches"][0]["item"]["id"] == client.item_ids[3]
+    )  # the query image itself is in the gallery
     dists = [m["distance"] for m in rr["matches"]]
     assert dists == sorted(dists)
     assert {m["item"]["id"] for m in rr["matches"]} <= {m["item"]["id"] for m in plain}
@@ -132,7 +138,9 @@ def test_restart_round_trip(make_client: Callable[..., Any], client: Any, tmp_pa
     assert stats["items"] == N_ITEMS and stats["cameras"] == {"cam0": 8, "cam1": 8, "cam2": 8}
     for i in range(N_ITEMS):
         top = _search(again, "g", i, k=1).json()["matches"][0]
-        assert top["item"]["id"] == i + 1 and top["score"] == pytest.approx(1.0, abs=1e-5)
+        assert top["item"]["id"] == client.item_ids[i] and top["score"] == pytest.approx(
+            1.0, abs=1e-5
+        )
 
 
 def test_model_mismatch_is_refused(
@@ -152,19 +160,20 @@ def test_idempotent_add_by_external_id(client: Any) -> None:
     r = _add(client, "g", [2, 30, 30])
     assert r.status_code == 200, r.text
     items = r.json()["items"]
-    assert items[0] == {"id": 3, "external_id": "person-2", "created": False}
+    assert items[0] == {"id": client.item_ids[2], "external_id": "person-2", "created": False}
     assert items[1]["created"] and not items[2]["created"] and items[1]["id"] == items[2]["id"]
     assert client.get("/v1/galleries/g").json()["items"] == N_ITEMS + 1
 
 
 def test_get_and_delete(client: Any) -> None:
-    item = client.get("/v1/galleries/g/items/5").json()
+    url = f"/v1/galleries/g/items/{client.item_ids[4]}"
+    item = client.get(url).json()
     assert item["external_id"] == "person-4" and item["camera"] == "cam1"
-    assert client.delete("/v1/galleries/g/items/5").status_code == 204
-    assert client.get("/v1/galleries/g/items/5").status_code == 404
-    assert client.delete("/v1/galleries/g/items/5").json()["error"]["code"] == "item_not_found"
+    assert client.delete(url).status_code == 204
+    assert client.get(url).status_code == 404
+    assert client.delete(url).json()["error"]["code"] == "item_not_found"
     ids = [m["item"]["id"] for m in _search(client, "g", 4, k=N_ITEMS).json()["matches"]]
-    assert 5 not in ids and len(ids) == N_ITEMS - 1
+    assert client.item_ids[4] not in ids and len(ids) == N_ITEMS - 1
     assert [g["name"] for g in client.get("/v1/galleries").json()["galleries"]] == ["g"]
     assert client.delete("/v1/galleries/g").status_code == 204
     assert client.get("/v1/galleries").json()["galleries"] == []
