@@ -21,8 +21,9 @@ here, as ``block << 14 | offset``:
 A claim costs one insert and one Strong read per 16,384 ids. Ids are unique per database
 (every gallery of it), so a re-indexed gallery renamed into place keeps them unique. As a
 second guard, :class:`service.gallery.milvus_store.MilvusStore` checks that the ids of
-every batch are free in the gallery in the same query that looks up external ids, and
-claims a new block when one is not (a claims collection dropped by hand, a restored backup).
+every batch are free in the gallery in the same query that looks up external ids (alone,
+at Bounded consistency, for a batch without external ids), and claims a new block when one
+is not (a claims collection dropped by hand, a restored backup).
 
 Collections created before this (``auto_id`` schema) keep Milvus's ids: they stay readable
 and writable; re-indexing one creates it anew with ids from here.

@@ -150,3 +150,18 @@ def test_collections_with_milvus_auto_ids_stay_usable(
         assert not m.backend.client.has_collection("reid_id_blocks")  # type: ignore[attr-defined]
     finally:
         m.close()
+
+
+def test_fresh_ids_found_taken_are_replaced_without_external_ids(
+    replicas: list[GalleryManager],
+) -> None:
+    """The same check when no external id is looked up (the ids alone, Bounded reads)."""
+    feats = _unit(4, 4)
+    one = replicas[0].get("g").add([NewItem("c", 1.0), NewItem("c", 2.0)], feats[:2])
+    b = _ids(replicas[1])
+    b.take(1)
+    b._block, b._next = block_of(one[0].id), one[0].id & ((1 << OFFSET_BITS) - 1)
+    two = replicas[1].get("g").add([NewItem("d", 3.0), NewItem("d", 4.0)], feats[2:])
+    assert {r.id for r in two}.isdisjoint({r.id for r in one})
+    g = replicas[2].get("g")
+    assert len(g) == 4 and [g.get(r.id).camera for r in one + two] == ["c", "c", "d", "d"]
