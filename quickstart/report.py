@@ -153,8 +153,11 @@ def run_queries(
 
 
 def format_attributes(attrs: dict[str, dict[str, Any]], limit: int = 4) -> str:
-    """The ``limit`` most confident attributes, e.g. ``gender=female 0.93, age=young 0.71``."""
-    best = sorted(attrs.items(), key=lambda kv: -float(kv[1]["probability"]))[:limit]
+    """The ``limit`` most confident attributes, e.g. ``gender=female 0.93, age=young 0.71``;
+    a "no" of a binary attribute (most of the paper's 27, one per colour) only after the rest."""
+    best = sorted(
+        attrs.items(), key=lambda kv: (kv[1]["label"] == "no", -float(kv[1]["probability"]))
+    )[:limit]
     return ", ".join(f"{k}={v['label']} {float(v['probability']):.2f}" for k, v in best)
 
 

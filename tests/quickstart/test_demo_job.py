@@ -240,3 +240,15 @@ def test_whole_pipeline_with_tiny_settings(
     assert "attribute accuracy" in out  # the test identities' attributes are evaluated
     assert "time per step: dataset" in out
     _check_report(out)
+
+
+def test_printed_attributes_put_binary_no_values_last() -> None:
+    from quickstart.report import format_attributes
+
+    attrs = {
+        "upred": {"label": "no", "probability": 0.99},
+        "gender": {"label": "female", "probability": 0.7},
+        "age": {"label": "young", "probability": 0.6},
+        "hat": {"label": "no", "probability": 0.95},
+    }
+    assert format_attributes(attrs, limit=3) == "gender=female 0.70, age=young 0.60, upred=no 0.99"
