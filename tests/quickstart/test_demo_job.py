@@ -108,7 +108,7 @@ def test_example_marks_true_matches_and_same_camera_items() -> None:
     assert lines[1] == "  predicted: gender=male 0.60"
     assert [ln.split()[5] for ln in lines[3:]] == ["yes", "same-cam", "no"]
     assert lines[3].split()[1:5] == ["0.900", "0.1000", "c3", "2"]
-    assert lines[3].endswith("hat=no 0.99, gender=female 0.90")  # most confident first
+    assert lines[3].endswith("gender=female 0.90, hat=no 0.99")  # found values, then "no"s
 
 
 def test_stored_embeddings_of_a_missing_gallery(tmp_path: Path) -> None:
