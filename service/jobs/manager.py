@@ -31,7 +31,7 @@ from service.jobs import reindex
 from service.jobs.pipeline import IndexConfig, IndexProgress, Model, index_source
 from service.jobs.rules import NamingRules
 from service.jobs.sources import ArchiveLimits, open_source
-from service.jobs.store import JobRecord, JobState, JobStore
+from service.jobs.store import JobRecord, JobRecords, JobState, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +72,13 @@ class JobManager:
         config: IndexConfig,
         limits: ArchiveLimits,
         max_archive_bytes: int,
+        store: JobRecords | None = None,
     ) -> None:
+        """``store``: where job records live (default: ``<data>/jobs.sqlite3``)."""
         self.root = Path(data_dir) / "jobs"
         self.uploads = self.root / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(Path(data_dir) / "jobs.sqlite3")
+        self.store: JobRecords = store or JobStore(Path(data_dir) / "jobs.sqlite3")
         self.galleries, self.model, self.config, self.limits = galleries, model, config, limits
         self.max_archive_bytes = max_archive_bytes
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -290,7 +292,7 @@ class JobManager:
 class _Claims:
     """The job store's claims of one job (:class:`service.jobs.pipeline.Claims`)."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
+    def __init__(self, store: JobRecords, job_id: str) -> None:
         self.store, self.job_id = store, job_id
 
     def claimed(self) -> set[str]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,47 @@ _COLUMNS = (
     "id, gallery, source, state, total, added, duplicates, failed, error, created, started,"
     " finished, run_seconds, archive_path, archive_sha256, naming"
 )
+
+
+class JobRecords(Protocol):
+    """Where jobs are kept: :class:`JobStore` (SQLite, one data directory) or
+    :class:`service.jobs.milvus_jobs.MilvusJobStore` (shared by every replica)."""
+
+    def create(
+        self,
+        gallery: str,
+        source: str,
+        archive_path: str | None = None,
+        archive_sha256: str | None = None,
+        state: JobState = JobState.QUEUED,
+        naming: dict[str, Any] | None = None,
+    ) -> str: ...
+
+    def start(self, job_id: str, total: int) -> bool: ...
+
+    def cancel_queued(self, job_id: str) -> bool: ...
+
+    def claim(self, job_id: str, external_ids: Sequence[str]) -> None: ...
+
+    def claimed(self, job_id: str) -> set[str]: ...
+
+    def forget_claims(self, job_id: str) -> None: ...
+
+    def progress(
+        self, job_id: str, added: int, duplicates: int, failures: Sequence[Failure], seconds: float
+    ) -> None: ...
+
+    def set_state(self, job_id: str, state: JobState, error: str | None = None) -> None: ...
+
+    def finish(self, job_id: str, state: JobState, error: str | None = None) -> None: ...
+
+    def get(self, job_id: str, with_failures: bool = True) -> JobRecord | None: ...
+
+    def recent(self, limit: int = 100) -> list[JobRecord]: ...
+
+    def unfinished(self) -> list[JobRecord]: ...
+
+    def close(self) -> None: ...
 
 
 class JobStore:
