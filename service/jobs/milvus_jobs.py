@@ -8,7 +8,13 @@ sees the current state of every job:
   change;
 - ``reid_job_failures``: one row per failed member, numbered in the order reported;
 - ``reid_job_claims``: the external ids a running job is about to store (keyed by job and
-  external id, so claiming twice is harmless).
+  external id, so claiming twice is harmless);
+- ``reid_job_leases``: who runs a job until when (:meth:`MilvusJobStore.take_lease`), taken
+  with the claim rule of the item id blocks (:mod:`service.gallery.milvus_ids`).
+
+Not yet used by the service: the replicas still keep their jobs in ``<data>/jobs.sqlite3``
+until the uploads live in the shared blob store and the workers run under leases
+(``docs/scale-out.md``).
 
 Milvus has no transactions: a change is a read and an upsert under this process's lock. The
 counters are only written by the replica running the job; the conditional transitions
@@ -21,10 +27,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from service.jobs.store import Failure, JobRecord, JobState
@@ -32,12 +40,32 @@ from service.jobs.store import Failure, JobRecord, JobState
 JOBS = "reid_jobs"
 FAILURES = "reid_job_failures"
 CLAIMS = "reid_job_claims"
+LEASES = "reid_job_leases"
 _STRONG = "Strong"
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 """What :meth:`MilvusJobStore.create` makes (anything else names no job: never in a filter)."""
 _TEXT = 8192
 """Longest member name or failure reason kept (longer ones are cut)."""
 _UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to run one job: its term (1, 2, ... per job) and this holder's row."""
+
+    job_id: str
+    term: int
+    token: str
+
+
+def _holder(rows: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
+    """The highest term claimed, and the row of the highest term claimed by one row alone
+    (the current holder; terms claimed by several rows were lost by all of them)."""
+    terms: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        terms.setdefault(int(r["term"]), []).append(r)
+    won = [rs[0] for t, rs in sorted(terms.items()) if len(rs) == 1]
+    return max(terms, default=0), (won[-1] if won else None)
 
 
 def _ensure(client: Any, name: str, fields: Iterable[tuple[str, Any, dict[str, Any]]]) -> None:
@@ -84,8 +112,9 @@ def _from_row(row: dict[str, Any], failures: list[Failure]) -> JobRecord:
 class MilvusJobStore:
     """The jobs of one Milvus database; thread-safe (one lock per process)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, clock: Callable[[], float] = time.time) -> None:
         self.client = client
+        self.clock = clock
         self._lock = threading.Lock()
         _ensure(
             client,
@@ -112,6 +141,15 @@ class MilvusJobStore:
             [
                 ("job_id", "VARCHAR", {"max_length": 32}),
                 ("external_id", "VARCHAR", {"max_length": 600}),
+            ],
+        )
+        _ensure(
+            client,
+            LEASES,
+            [
+                ("job_id", "VARCHAR", {"max_length": 32}),
+                ("term", "INT64", {}),
+                ("until", "DOUBLE", {}),
             ],
         )
 
@@ -307,3 +345,47 @@ class MilvusJobStore:
         rows = self._scan(JOBS, f"state in {states}", ["record", "created"])
         rows.sort(key=lambda r: float(r["created"]))
         return [_from_row(r, []) for r in rows]
+
+    # ------------------------------------------------------------------ leases
+    def _lease_rows(self, job_id: str, term: int | None = None) -> list[dict[str, Any]]:
+        filt = f'job_id == "{job_id}"' + ("" if term is None else f" and term == {term}")
+        return self._scan(LEASES, filt, ["key", "term", "until"])
+
+    def _lease_row(self, job_id: str, term: int, token: str, until: float) -> None:
+        row = {"key": token, "job_id": job_id, "term": term, "until": until, "vec": [0.0, 0.0]}
+        self.client.upsert(LEASES, [row])
+
+    def take_lease(self, job_id: str, seconds: float) -> Lease | None:
+        """The job's lease for ``seconds``, unless another holder's has not expired.
+
+        The claim rule: insert a row for the next term, then read that term's rows at Strong
+        consistency; the claim holds when its row is the only one. Two claimants of one term
+        cannot both win (the later read sees the earlier acknowledged insert); both may lose,
+        and try again later (a next term).
+        """
+        if not _JOB_ID.fullmatch(job_id):
+            return None
+        last, holder = _holder(self._lease_rows(job_id))
+        if holder is not None and float(holder["until"]) > self.clock():
+            return None
+        lease = Lease(job_id, last + 1, secrets.token_hex(16))
+        self._lease_row(job_id, lease.term, lease.token, self.clock() + seconds)
+        rows = self._lease_rows(job_id, lease.term)
+        return lease if [r["key"] for r in rows] == [lease.token] else None
+
+    def renew_lease(self, lease: Lease, seconds: float) -> bool:
+        """Extend the lease by ``seconds`` from now; False (and no longer the holder) once
+        another replica took the job over (after this lease had expired)."""
+        if not self._holds(lease):
+            return False
+        self._lease_row(lease.job_id, lease.term, lease.token, self.clock() + seconds)
+        return self._holds(lease)  # a takeover that raced the renewal wins
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the job up at once (it may be taken by any replica now)."""
+        if self._holds(lease):
+            self._lease_row(lease.job_id, lease.term, lease.token, 0.0)
+
+    def _holds(self, lease: Lease) -> bool:
+        _, holder = _holder(self._lease_rows(lease.job_id))
+        return holder is not None and holder["key"] == lease.token

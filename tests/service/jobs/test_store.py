@@ -109,3 +109,37 @@ def test_unknown_ids_name_no_job(store: JobRecords) -> None:
         assert store.get(job_id) is None
         assert store.claimed(job_id) == set()
         assert not store.cancel_queued(job_id)
+
+
+def test_a_lease_is_held_by_one_replica_until_it_expires(tmp_path: Path) -> None:
+    """Two stores on one database play two replicas; a shared clock plays the time."""
+    now = [1000.0]
+    for store in _milvus(tmp_path):
+        other = type(store)(store.client, clock=lambda: now[0])
+        store.clock = lambda: now[0]
+        job_id = store.create("g", "a.zip")
+        first = store.take_lease(job_id, 30)
+        assert first is not None and first.term == 1
+        assert other.take_lease(job_id, 30) is None  # held
+        now[0] += 20
+        assert store.renew_lease(first, 30)  # now held until 1050
+        now[0] += 25
+        assert other.take_lease(job_id, 30) is None
+        now[0] += 10  # 1055: expired (its replica stopped renewing: killed)
+        second = other.take_lease(job_id, 30)
+        assert second is not None and second.term == 2
+        assert not store.renew_lease(first, 30)  # taken over: the old holder stops
+        assert store.take_lease(job_id, 30) is None
+        other.release_lease(second)
+        third = store.take_lease(job_id, 30)  # released: free at once
+        assert third is not None and third.term == 3
+        assert other.take_lease("../x", 30) is None
+
+
+def test_rival_claims_of_one_term_both_lose_and_the_next_term_wins(tmp_path: Path) -> None:
+    for store in _milvus(tmp_path):
+        job_id = store.create("g", "a.zip")
+        for token in ("rival-a", "rival-b"):  # two replicas claimed term 1 at once
+            store._lease_row(job_id, 1, token, store.clock() + 30)
+        assert store.take_lease(job_id, 30) is not None  # nobody holds term 1: term 2
+        assert [int(r["term"]) for r in store._lease_rows(job_id)].count(2) == 1
