@@ -93,6 +93,7 @@ def _ensure(client: Any, name: str, fields: Iterable[tuple[str, Any, dict[str, A
 def _to_row(job: JobRecord) -> dict[str, Any]:
     record = dataclasses.asdict(job)
     record["state"] = job.state.value
+    record["error"] = None if job.error is None else job.error[:_TEXT]  # a row's size is bounded
     del record["failures"]
     return {
         "key": job.id,
