@@ -29,6 +29,16 @@ from service.threaded import serve_in_thread
 REPO = Path(__file__).resolve().parents[2]
 MAX_EXAMPLES = 15
 HOOKS = "tests.service.schemathesis_hooks"
+STATEFUL_CONFIG = """\
+# The stateful phase follows the links the OpenAPI document declares (add item -> get/delete
+# item, submit job -> get/cancel job), not links Schemathesis infers: with inferred links
+# (e.g. GET /v1/galleries -> any {gallery} operation) Schemathesis 4.32 put a valid gallery
+# name from the list into a negative case whose only invalid part was that name, then
+# reported the now valid request's 200 as "schema-violating request accepted" (ST201,
+# "Invalid component: positive test case"), in about half the runs.
+[phases.stateful.inference]
+algorithms = []
+"""
 
 
 def _schemathesis(url: str, work: Path, key: str | None) -> subprocess.CompletedProcess[str]:
@@ -57,6 +67,9 @@ def _schemathesis(url: str, work: Path, key: str | None) -> subprocess.Completed
         str(work / "report"),
         *(["--header", f"X-API-Key: {key}"] if key else []),
     ]
+    config = work / "schemathesis.toml"
+    config.write_text(STATEFUL_CONFIG, encoding="utf-8")
+    command[3:3] = ["--config-file", str(config)]  # a global option: before "run"
     env = {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         command, cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False
@@ -82,6 +95,7 @@ def test_schemathesis_finds_nothing(model_dir: Path, tmp_path: Path, auth_mode: 
     assert result.returncode == 0, out[-8000:]
     assert "❌" not in out and "Failures:" not in out, out[-8000:]  # warnings may remain
     assert "Stateful" in out and "API Links" in out, out[-4000:]  # the stateful phase ran
+    assert "inferred)" not in out, out[-4000:]  # ... on the declared links only
     # what makes the stateful phase able to chain calls at all
     add = schema["paths"]["/v1/galleries/{gallery}/items"]["post"]["responses"]["200"]
     assert set(add["links"]) == {"get_item", "delete_item"}
