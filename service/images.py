@@ -93,14 +93,18 @@ def set_decoding_pixels(capacity: int) -> PixelPool:
     return _decoding
 
 
-def check_pixel_budget(blobs: Sequence[bytes], budget: int) -> None:
-    """Refuse (413) a request whose images declare more than ``budget`` pixels in all."""
-    total = sum(header_pixels(b) for b in blobs)
+def check_pixel_budget(blobs: Sequence[bytes], budget: int) -> list[int]:
+    """Refuse (413) a request whose images declare more than ``budget`` pixels in all; else
+    each image's header pixels (:func:`header_pixels`), for :func:`decode_upload`'s
+    ``pixels``, so each header is parsed once."""
+    counts = [header_pixels(b) for b in blobs]
+    total = sum(counts)
     if total > budget:
         raise RequestTooLarge(
             f"the images of this request add up to {total} pixels, over the per-request "
             f"budget of {budget} (setting max_request_pixels)"
         )
+    return counts
 
 
 def decode_upload(
@@ -108,6 +112,7 @@ def decode_upload(
     max_pixels: int,
     label: str = "image",
     preprocess: PreprocessConfig | None = None,
+    pixels: int | None = None,
 ) -> Image.Image:
     """Decode one uploaded image (whatever content type it was sent with).
 
@@ -115,6 +120,9 @@ def decode_upload(
     decoded (see :func:`reidcore.preprocess.decode_image`). Raises :class:`ImageDecodeError`
     (or :class:`UnsupportedImageFormat`) whose message names ``label`` and says what was
     wrong: empty, not an image, another format, truncated, or over ``max_pixels``.
+
+    ``pixels``: the image's header pixels when the caller has read them already
+    (:func:`check_pixel_budget`); the decode pool holds that many. None: read here.
     """
     if not data:
         raise ImageDecodeError(f"{label}: empty file (zero bytes received)")
@@ -124,7 +132,8 @@ def decode_upload(
         )
     target = None if preprocess is None else (preprocess.width, preprocess.height)
     try:
-        with _decoding.hold(header_pixels(data)):
+        held = header_pixels(data) if pixels is None else pixels
+        with _decoding.hold(held):
             return decode_image(data, max_pixels=max_pixels, target=target)
     except ImageDecodeError as exc:
         raise ImageDecodeError(f"{label}: {exc}") from None

@@ -30,12 +30,12 @@ def read_images(
     if len(files) > max_count:
         raise InvalidInput(f"{len(files)} images in one request; the limit is {max_count}")
     blobs = [f.file.read() for f in files]
-    if budget is not None:
-        check_pixel_budget(blobs, budget)
+    counted = None if budget is None else check_pixel_budget(blobs, budget)
     images = []
     for i, f in enumerate(files):
         label = f"image {i} ({f.filename!r})" if len(files) > 1 else f"image {f.filename!r}"
-        images.append(decode_upload(blobs[i], max_pixels, label, preprocess))
+        pixels = None if counted is None else counted[i]
+        images.append(decode_upload(blobs[i], max_pixels, label, preprocess, pixels))
         blobs[i] = b""
     return images
 

@@ -97,3 +97,34 @@ def test_the_service_sizes_the_pool_from_settings(model_dir: Path, tmp_path: Pat
             assert images._decoding.peak == 64 * 64
     finally:
         set_decoding_pixels(2 * 4096 * 4096)
+
+
+def test_the_api_path_parses_each_header_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget check's header read is what the decode pool holds: each upload is opened
+    twice in all (its header, then its decode), not three times, and the pool still holds
+    the header's pixels."""
+    from fastapi import UploadFile
+
+    from service.api.uploads import read_images
+
+    opened: list[int] = []
+    real_open = Image.open
+
+    def counting_open(fp, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(len(fp.getvalue()))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    blobs = [_png(300, 200), _png(40, 30)]
+    files = [UploadFile(io.BytesIO(b), filename=f"{i}.png") for i, b in enumerate(blobs)]
+    pool = set_decoding_pixels(10**9)
+    try:
+        got = read_images(files, 10**6, 8, budget=10**6)
+        assert [im.size for im in got] == [(300, 200), (40, 30)]
+        assert pool.peak == 300 * 200 and pool.used == 0
+    finally:
+        set_decoding_pixels(2 * 4096 * 4096)
+    assert sorted(opened) == sorted([len(b) for b in blobs] * 2)
+    opened.clear()
+    assert decode_upload(blobs[1], max_pixels=10**6).size == (40, 30)
+    assert opened == [len(blobs[1])] * 2  # without a count, decode_upload reads the header
