@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -22,8 +23,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+COPY_CHUNK = 2**20
+"""Bytes per read and write when a file is streamed into a blob."""
 PUT_THREADS = 32
 """Blobs written at once by :meth:`BlobStore.put_many`: a durable write waits mostly on the
 disk (fsync) or the network, and concurrent waits overlap (ext4 commits concurrent fsyncs
@@ -62,6 +65,17 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def get(self, key: str) -> bytes | None:
         """The bytes of ``key``; None when there are none."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, src: BinaryIO) -> None:
+        """Store what ``src`` holds from its position to its end under ``key``, durably,
+        streamed in chunks (an archive of gigabytes is never held in memory)."""
+
+    @abc.abstractmethod
+    def local_file(self, key: str, spool: Path) -> contextlib.AbstractContextManager[Path]:
+        """A file on this machine holding the bytes of ``key`` for the ``with`` block (a
+        copy under the folder ``spool`` where the blob is not a local file already, removed
+        at the end); :class:`FileNotFoundError` when ``key`` has no bytes."""
 
     @abc.abstractmethod
     def delete(self, keys: Iterable[str]) -> None:
@@ -120,14 +134,18 @@ class FileBlobStore(BlobStore):
         for folder in folders:
             _fsync_dir(folder)
 
-    def _write(self, key: str, data: bytes) -> Path:
-        """Write ``key`` to a temporary file, fsync it and rename it; returns its folder."""
+    def _write(self, key: str, data: bytes | BinaryIO) -> Path:
+        """Write ``key`` (bytes, or a file's rest copied in chunks) to a temporary file,
+        fsync it and rename it; returns its folder."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if isinstance(data, bytes):
+                    f.write(data)
+                else:
+                    shutil.copyfileobj(data, f, COPY_CHUNK)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -141,6 +159,16 @@ class FileBlobStore(BlobStore):
             return self._path(key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def put_file(self, key: str, src: BinaryIO) -> None:
+        _fsync_dir(self._write(key, src))
+
+    @contextlib.contextmanager
+    def local_file(self, key: str, spool: Path) -> Iterator[Path]:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"no blob {key!r}")
+        yield path  # the blob itself: nothing to copy
 
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -186,6 +214,27 @@ class S3BlobStore(BlobStore):
             return None
         body: bytes = obj["Body"].read()
         return body
+
+    def put_file(self, key: str, src: BinaryIO) -> None:
+        """boto3's managed upload: multipart in chunks for large files, parts in parallel."""
+        self.client.upload_fileobj(src, self.bucket, self.prefix + key)
+
+    @contextlib.contextmanager
+    def local_file(self, key: str, spool: Path) -> Iterator[Path]:
+        spool.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=spool, prefix=".blob-", suffix=".download")
+        path = Path(tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                try:
+                    self.client.download_fileobj(self.bucket, self.prefix + key, f)
+                except self.client.exceptions.ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                        raise
+                    raise FileNotFoundError(f"no blob {key!r}") from None
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     def delete(self, keys: Iterable[str]) -> None:
         todo = [{"Key": self.prefix + k} for k in keys]
