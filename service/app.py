@@ -31,9 +31,9 @@ from service.api.schemas import with_limits
 from service.asgi import AuthGate, BodyGuard, BodyLimits
 from service.batching import InferenceEngine, MicroBatcher
 from service.cpu import limit_numpy_blas
-from service.gallery import GalleryManager, open_backend
+from service.gallery import GalleryBackend, GalleryManager, open_backend
 from service.gallery.attribute_search import ColumnWarmup
-from service.gallery.blobs import open_blobs
+from service.gallery.blobs import BlobStore, open_blobs
 from service.images import set_decoding_pixels
 from service.jobs import JobManager, JobState
 from service.metrics import AdmissionControl, Metrics, MetricsMiddleware
@@ -51,22 +51,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     set_decoding_pixels(settings.max_decoding_pixels)  # one decode pool for the process
     runtime = ModelRuntime.load(settings.model_dir, settings.runtime_options())
     backend = open_backend(settings.backend_config())
-    blobs = open_blobs(settings.blob_config()) if settings.crops else None  # crops
-    galleries = GalleryManager(backend, runtime.manifest.model_id, runtime.dim, blobs)
+    shared_jobs = settings.gallery_backend == "milvus"  # job uploads go to the blob store
+    blobs = open_blobs(settings.blob_config()) if settings.crops or shared_jobs else None
+    crops = blobs if settings.crops else None
+    galleries = GalleryManager(backend, runtime.manifest.model_id, runtime.dim, crops)
     gpus = backend.gpus()  # reported by /readyz
     galleries.open_all()
     metrics: Metrics = app.state.metrics
     runtime.observers.append(metrics.observe_model)
     engine = build_engine(runtime, settings)
     metrics.queue.set_function(lambda: engine.queued_images)
-    jobs = JobManager(
-        settings.data_dir,
-        galleries,
-        runtime,
-        settings.index_config(),
-        settings.archive_limits(),
-        settings.max_archive_bytes,
-    )
+    jobs = build_jobs(settings, galleries, runtime, backend, blobs)
     jobs.start()
     warmup = ColumnWarmup(galleries, runtime.schema) if settings.attribute_warmup else None
     app.state.runtime, app.state.galleries, app.state.faiss_gpus = runtime, galleries, gpus
@@ -87,6 +82,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = app.state.galleries = None
         if blas is not None:
             blas.restore_original_limits()
+
+
+def build_jobs(
+    settings: Settings,
+    galleries: GalleryManager,
+    runtime: ModelRuntime,
+    backend: GalleryBackend,
+    blobs: BlobStore | None,
+) -> JobManager:
+    """Bulk-indexing jobs: in the data directory, or shared by every replica (records in
+    Milvus, uploads in the blob store, runs under leases) with the Milvus backend."""
+    args = (
+        settings.data_dir,
+        galleries,
+        runtime,
+        settings.index_config(),
+        settings.archive_limits(),
+        settings.max_archive_bytes,
+    )
+    if settings.gallery_backend != "milvus" or blobs is None:
+        return JobManager(*args)
+    from service.gallery.milvus_store import MilvusBackend
+    from service.jobs.leased import LeasedJobManager
+    from service.jobs.milvus_jobs import MilvusJobStore
+
+    assert isinstance(backend, MilvusBackend)
+    store = MilvusJobStore(backend.client)
+    return LeasedJobManager(*args, store, blobs, settings.lease_times())
 
 
 def build_engine(runtime: ModelRuntime, settings: Settings) -> InferenceEngine:

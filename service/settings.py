@@ -12,6 +12,7 @@ from service.gallery import BackendConfig, IndexOptions, MilvusOptions, RerankPa
 from service.gallery.blobs import BlobConfig
 from service.gallery.crops import CropConfig
 from service.jobs import ArchiveLimits, IndexConfig
+from service.jobs.leased import LeaseTimes
 from service.runtime import RuntimeOptions
 
 
@@ -189,6 +190,14 @@ class Settings(BaseSettings):
     """S3 access key id (empty: boto3's usual credential chain)."""
     s3_secret_access_key: SecretStr = SecretStr("")
     """S3 secret access key."""
+    blob_dir: str = ""
+    """Folder of the file blob store (crops; with the Milvus backend also job uploads); empty:
+    <data_dir>/blobs. Replicas on one machine sharing galleries point at one folder."""
+    job_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """Milvus backend: how long a replica holds a running job without renewing its lease
+    (renewed 4 times per lease); a killed replica's job is resumed by another this long after."""
+    job_poll_s: float = Field(default=5.0, gt=0.0, le=600.0)
+    """Milvus backend: how often an idle replica looks for queued jobs and expired leases."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -237,7 +246,7 @@ class Settings(BaseSettings):
         """Where crops are kept."""
         return BlobConfig(
             kind=self.blob_backend,
-            root=self.data_dir / "blobs",
+            root=Path(self.blob_dir) if self.blob_dir else self.data_dir / "blobs",
             endpoint_url=self.s3_endpoint_url,
             bucket=self.s3_bucket,
             prefix=self.s3_prefix,
@@ -245,6 +254,10 @@ class Settings(BaseSettings):
             access_key_id=self.s3_access_key_id,
             secret_access_key=self.s3_secret_access_key.get_secret_value(),
         )
+
+    def lease_times(self) -> LeaseTimes:
+        """How replicas share bulk-indexing jobs (Milvus backend)."""
+        return LeaseTimes(lease_s=self.job_lease_s, poll_s=self.job_poll_s)
 
     def runtime_options(self) -> RuntimeOptions:
         return RuntimeOptions(

@@ -4,6 +4,12 @@ Uploaded archives are kept under ``<data>/jobs/uploads/`` until their job finish
 interrupted by a shutdown or a kill is resumed when the service starts again; resuming
 re-reads the archive and skips what the gallery already holds (external id = content hash),
 so nothing is added twice. Jobs run one at a time, in submission order.
+
+This is the one-machine manager (records in ``<data>/jobs.sqlite3``); with the Milvus backend
+the service runs :class:`service.jobs.leased.LeasedJobManager`, which keeps records in Milvus
+and uploads in the blob store and runs each job under a lease, so any replica answers for
+any job and resumes a job whose replica died. The methods marked as hooks are where the two
+differ.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import tarfile
 import threading
 import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -121,10 +128,11 @@ class JobManager:
             sha = save_upload(upload, path, self.max_archive_bytes)
             check_archive(path, filename)
             self.galleries.get_or_create(gallery)  # created only for an accepted archive
+            archive = self._keep_upload(path)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        job_id = self.store.create(gallery, filename, str(path), sha, naming=rules.to_dict())
+        job_id = self.store.create(gallery, filename, archive, sha, naming=rules.to_dict())
         self._queue.put(job_id)
         logger.info("job %s queued: %s (%s) into gallery %s", job_id, filename, sha[:12], gallery)
         return self.get(job_id)
@@ -147,10 +155,6 @@ class JobManager:
 
     def _run_reindex(self, job: JobRecord) -> None:
         """Run a re-index job; cancelled or failed, its new version is dropped."""
-
-        def report(p: IndexProgress) -> None:
-            self.store.progress(job.id, p.added, p.duplicates, p.failures, p.seconds)
-
         try:
             completed = reindex.reindex_gallery(
                 self.galleries,
@@ -158,10 +162,12 @@ class JobManager:
                 self.model,
                 self.config,
                 lambda total: self.store.start(job.id, total),
-                report,
-                lambda: job.id in self._cancel or self._stop.is_set(),
+                self._reporter(job.id),
+                lambda: self._should_stop(job.id),
             )
         except Exception as exc:
+            if not self._owns(job.id):
+                return  # another replica took the job over: its new version is not ours
             reindex.drop_new_version(self.galleries, job.gallery)
             if not isinstance(exc, ServiceError):
                 raise
@@ -169,8 +175,8 @@ class JobManager:
             return
         if completed:
             self._finish(job.id, JobState.SUCCEEDED)
-        elif self._stop.is_set() and job.id not in self._cancel:
-            self.store.set_state(job.id, JobState.QUEUED)  # shutting down: resume at start
+        elif not self._cancel_requested(job.id):
+            self._interrupted(job.id)  # shutting down: resume at start (or on another replica)
         else:  # cancelled (while running, or while queued: then already marked)
             reindex.drop_new_version(self.galleries, job.gallery)
             self._finish(job.id, JobState.CANCELLED)
@@ -198,6 +204,44 @@ class JobManager:
             self._cancel.add(job_id)
         return self.get(job_id)
 
+    # ------------------------------------------------------------------ hooks
+    def _keep_upload(self, path: Path) -> str:
+        """Where a saved, accepted upload is kept for its job (recorded as archive_path)."""
+        return str(path)
+
+    def _archive_file(self, job: JobRecord) -> contextlib.AbstractContextManager[Path]:
+        """The job's archive as a file on this machine, for the time the job runs."""
+        return contextlib.nullcontext(Path(job.archive_path or ""))
+
+    def _discard_upload(self, job: JobRecord) -> None:
+        if job.archive_path:
+            Path(job.archive_path).unlink(missing_ok=True)
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        return job_id in self._cancel
+
+    def _owns(self, job_id: str) -> bool:
+        """Whether this process may still write the job's progress and outcome."""
+        return True
+
+    def _interrupted(self, job_id: str) -> None:
+        """A running job stopped without finishing (shutdown): queued again."""
+        self.store.set_state(job_id, JobState.QUEUED)
+
+    # ------------------------------------------------------------------ running
+    def _should_stop(self, job_id: str) -> bool:
+        """Checked by the pipeline between batches."""
+        return self._stop.is_set() or self._cancel_requested(job_id) or not self._owns(job_id)
+
+    def _reporter(self, job_id: str) -> Callable[[IndexProgress], None]:
+        """What the pipeline calls after each committed batch (dropped once not owned)."""
+
+        def report(p: IndexProgress) -> None:
+            if self._owns(job_id):
+                self.store.progress(job_id, p.added, p.duplicates, p.failures, p.seconds)
+
+        return report
+
     def _work(self) -> None:
         while not self._stop.is_set():
             job_id = self._queue.get()
@@ -220,30 +264,40 @@ class JobManager:
             msg = "interrupted; run the same `reid index` command again (nothing is added twice)"
             self.store.set_state(job_id, JobState.FAILED, msg)
             return
+        with contextlib.ExitStack() as stack:
+            try:
+                path = stack.enter_context(self._archive_file(job))
+            except FileNotFoundError:
+                self._finish(job_id, JobState.FAILED, f"the upload of {job.source!r} is gone")
+                return
+            self._run_archive(job, path)
+
+    def _run_archive(self, job: JobRecord, path: Path) -> None:
+        job_id = job.id
         try:
-            source = open_source(job.archive_path or "", self.limits, label=job.source)
+            source = open_source(path, self.limits, label=job.source)
             gallery = self.galleries.get_or_create(job.gallery)
         except ServiceError as exc:
             self._finish(job_id, JobState.FAILED, str(exc))
             return
         if not self.store.start(job_id, len(source.names)):  # cancelled while it was opened
+            if self._cancel_requested(job_id):  # asked for, not yet marked (another replica)
+                self._finish(job_id, JobState.CANCELLED)
             return
-
-        def report(p: IndexProgress) -> None:
-            self.store.progress(job_id, p.added, p.duplicates, p.failures, p.seconds)
-
         try:
             completed = index_source(
                 source,
                 gallery,
                 self.model,
                 self.config,
-                report,
-                lambda: job_id in self._cancel or self._stop.is_set(),
+                self._reporter(job_id),
+                lambda: self._should_stop(job_id),
                 NamingRules.from_dict(job.naming) if job.naming else None,
                 _Claims(self.store, job_id),
             )
         except Exception as exc:
+            if not self._owns(job_id):
+                return  # taken over by another replica: its outcome is not ours to write
             if self._gallery_exists(job.gallery):
                 if not isinstance(exc, ServiceError):
                     raise
@@ -254,10 +308,10 @@ class JobManager:
             return
         if completed:
             self._finish(job_id, JobState.SUCCEEDED)
-        elif job_id in self._cancel:
+        elif self._cancel_requested(job_id):
             self._finish(job_id, JobState.CANCELLED)
-        else:  # shutting down: resume at the next start
-            self.store.set_state(job_id, JobState.QUEUED)
+        elif self._owns(job_id):  # shutting down: resume at the next start
+            self._interrupted(job_id)
 
     def _gallery_exists(self, name: str) -> bool:
         try:
@@ -267,7 +321,10 @@ class JobManager:
         return True
 
     def _finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
-        """End the job, unless it already ended (a cancel that came first stays)."""
+        """End the job, unless it already ended (a cancel that came first stays) or another
+        replica took it over."""
+        if not self._owns(job_id):
+            return
         self.store.finish(job_id, state, error)
         self.store.forget_claims(job_id)
         self._cancel.discard(job_id)
@@ -283,10 +340,6 @@ class JobManager:
                 job.failed,
                 f" ({error})" if error else "",
             )
-
-    def _discard_upload(self, job: JobRecord) -> None:
-        if job.archive_path:
-            Path(job.archive_path).unlink(missing_ok=True)
 
 
 class _Claims:

@@ -10,16 +10,18 @@ sees the current state of every job:
 - ``reid_job_claims``: the external ids a running job is about to store (keyed by job and
   external id, so claiming twice is harmless);
 - ``reid_job_leases``: who runs a job until when (:meth:`MilvusJobStore.take_lease`), taken
-  with the claim rule of the item id blocks (:mod:`service.gallery.milvus_ids`).
+  with the claim rule of the item id blocks (:mod:`service.gallery.milvus_ids`);
+- ``reid_job_cancels``: one row per job some replica was asked to cancel (the running
+  replica reads it between batches, :class:`service.jobs.leased.Heartbeat`).
 
-Not yet used by the service: the replicas still keep their jobs in ``<data>/jobs.sqlite3``
-until the uploads live in the shared blob store and the workers run under leases
-(``docs/scale-out.md``).
+The service uses it with ``REID_GALLERY_BACKEND=milvus`` (:class:`service.jobs.leased.
+LeasedJobManager`).
 
 Milvus has no transactions: a change is a read and an upsert under this process's lock. The
-counters are only written by the replica running the job; the conditional transitions
+counters are only written by the replica holding the job's lease; the conditional transitions
 (:meth:`start`, :meth:`cancel_queued`, :meth:`finish`) are atomic within one process, not
-between replicas.
+between replicas. That is why a cancel is a row of its own: a flag inside the record could be
+overwritten by the running replica's next progress write (read, change, upsert).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ JOBS = "reid_jobs"
 FAILURES = "reid_job_failures"
 CLAIMS = "reid_job_claims"
 LEASES = "reid_job_leases"
+CANCELS = "reid_job_cancels"
 _STRONG = "Strong"
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 """What :meth:`MilvusJobStore.create` makes (anything else names no job: never in a filter)."""
@@ -153,6 +156,7 @@ class MilvusJobStore:
                 ("until", "DOUBLE", {}),
             ],
         )
+        _ensure(client, CANCELS, [("at", "DOUBLE", {})])
 
     def close(self) -> None:
         """Nothing to release: the client belongs to the gallery backend."""
@@ -229,7 +233,7 @@ class MilvusJobStore:
     def start(self, job_id: str, total: int) -> bool:
         with self._lock:
             job = self._load(job_id)
-            if job is None or job.state not in _UNFINISHED:
+            if job is None or job.state not in _UNFINISHED or self.cancel_requested(job_id):
                 return False
             self.client.delete(FAILURES, filter=f'job_id == "{job_id}"')
             self._save(
@@ -346,6 +350,22 @@ class MilvusJobStore:
         rows = self._scan(JOBS, f"state in {states}", ["record", "created"])
         rows.sort(key=lambda r: float(r["created"]))
         return [_from_row(r, []) for r in rows]
+
+    # ------------------------------------------------------------------ cancels
+    def request_cancel(self, job_id: str) -> None:
+        """Ask whichever replica runs the job to cancel it (:meth:`cancel_requested`)."""
+        if _JOB_ID.fullmatch(job_id):
+            row = {"key": job_id, "at": self.clock(), "vec": [0.0, 0.0]}
+            self.client.upsert(CANCELS, [row])
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether any replica was asked to cancel the job."""
+        if not _JOB_ID.fullmatch(job_id):
+            return False
+        rows = self.client.get(
+            CANCELS, ids=[job_id], output_fields=["at"], consistency_level=_STRONG
+        )
+        return bool(rows)
 
     # ------------------------------------------------------------------ leases
     def _lease_rows(self, job_id: str, term: int | None = None) -> list[dict[str, Any]]:
