@@ -1,0 +1,131 @@
+"""Jobs shared by replicas (:class:`LeasedJobManager`) on Milvus Lite in this process: two
+managers with their own job stores on one database and one blob folder play two replicas.
+
+What one replica accepts the other reads and cancels; a job left running by a replica that
+died (its lease no longer renewed) is taken over once the lease expires and finished with
+exact counts, its earlier additions counted as added and nothing stored twice. The same on
+the real server, with processes killed: tests/service/test_replicas_milvus_server.py.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.gallery import GalleryManager, NewItem
+from service.gallery.blobs import FileBlobStore
+from service.jobs import ArchiveLimits, IndexConfig, JobState
+from service.jobs.leased import UPLOADS, LeasedJobManager, LeaseTimes
+from service.jobs.pipeline import external_id
+from service.runtime import Inference, ModelRuntime
+from tests.service.conftest import TINY_DIM
+from tests.service.gallery.helpers import make_backend
+from tests.service.jobs.archives import crops, make_tar
+
+pytest.importorskip("pymilvus", reason="the milvus extra (pymilvus, milvus-lite) is not installed")
+
+from service.jobs.milvus_jobs import MilvusJobStore  # noqa: E402
+
+TIMES = LeaseTimes(lease_s=1.0, poll_s=0.05)
+
+
+class GatedModel:
+    """The tiny model, each batch held until ``gate`` is set (a job that is still running)."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self.runtime, self.gate, self.entered = runtime, threading.Event(), threading.Event()
+        self.preprocess, self.schema = runtime.preprocess, runtime.schema
+
+    def run_batch(self, batch: np.ndarray) -> Inference:
+        self.entered.set()
+        assert self.gate.wait(20)
+        return self.runtime.run_batch(batch)
+
+    def for_workers(self, workers: int) -> GatedModel:
+        return self
+
+
+@pytest.fixture
+def world(model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., LeasedJobManager]]:
+    """Factory of replicas over one Milvus Lite database and one blob folder."""
+    runtime = ModelRuntime.load(model_dir)
+    backend = make_backend(tmp_path / "db", "milvus")
+    galleries = GalleryManager(backend, runtime.manifest.model_id, TINY_DIM)
+    blobs = FileBlobStore(tmp_path / "blobs")
+    made: list[LeasedJobManager] = []
+
+    def replica(name: str, model: Any = runtime, start: bool = True) -> LeasedJobManager:
+        store = MilvusJobStore(backend.client)  # type: ignore[attr-defined]
+        config = IndexConfig(batch_size=4, workers=1)
+        jobs = LeasedJobManager(
+            tmp_path / name, galleries, model, config, ArchiveLimits(), 2**30, store, blobs, TIMES
+        )
+        if start:
+            jobs.start()
+        made.append(jobs)
+        return jobs
+
+    yield replica
+    for jobs in made:
+        if jobs._thread.is_alive():
+            jobs.close()
+    galleries.close()
+
+
+def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def test_any_replica_reads_and_cancels_a_job_another_runs(
+    world: Callable[..., LeasedJobManager], model_dir: Path
+) -> None:
+    gated = GatedModel(ModelRuntime.load(model_dir))
+    a, b = world("a", model=gated), world("b", start=False)
+    job = a.submit("g", io.BytesIO(make_tar(crops(12))), "a.tar")
+    assert gated.entered.wait(20)  # A runs it, its first batch held
+    assert (b.get(job.id).state, b.get(job.id).total) == (JobState.RUNNING, 12)
+    assert b.cancel(job.id).state == JobState.RUNNING  # asked; A stops at its next batch
+    time.sleep(TIMES.lease_s)  # A's heartbeat reads the request meanwhile
+    gated.gate.set()
+    _until(lambda: b.get(job.id).state == JobState.CANCELLED)
+    done = b.get(job.id)
+    assert done.added < 12 and len(b.galleries.get("g")) == done.added
+    assert list(b.blobs.list(f"{UPLOADS}/")) == []  # the upload went with the job
+
+
+def test_a_dead_replicas_job_is_resumed_with_exact_counts(
+    world: Callable[..., LeasedJobManager],
+) -> None:
+    members = crops(10)
+    images = list(members.values())
+    members["0100_c1s1_010000_00.png"] = images[3]  # the same bytes twice
+    dead = world("dead", start=False)  # accepted the job, stored 4 items, then died
+    job = dead.submit("g", io.BytesIO(make_tar(members)), "a.tar")
+    lease = dead.shared.take_lease(job.id, TIMES.lease_s)
+    assert lease is not None and dead.shared.start(job.id, 11)
+    ids = [external_id(d) for d in images[:4]]
+    dead.shared.claim(job.id, ids + [external_id(images[4])])  # claimed, died before the add
+    emb = np.eye(4, TINY_DIM, dtype=np.float32)
+    items = [NewItem(camera="c1", timestamp=1.0, external_id=e) for e in ids]
+    dead.galleries.get("g").add(items, emb)
+    dead.shared.progress(job.id, 4, 0, [], 1.0)
+    survivor = world("survivor")  # polls; takes the job over once the lease expired
+    _until(lambda: survivor.get(job.id).state == JobState.SUCCEEDED)
+    done = survivor.get(job.id)
+    assert (done.total, done.added, done.duplicates, done.failed) == (11, 10, 1, 0)
+    g = survivor.galleries.get("g")
+    assert len(g) == 10
+    assert set(g.find_external([external_id(d) for d in images])) == {
+        external_id(d) for d in images
+    }
+    assert survivor.shared.claimed(job.id) == set()  # forgotten once finished
