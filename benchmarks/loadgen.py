@@ -7,6 +7,10 @@ are built once, each client holds one keep-alive connection opened (and used onc
 the clock starts, and a response is read by its Content-Length only. The client's cost per
 request is then a few tens of microseconds.
 
+Several replicas: :func:`run_targets` gives each client a connection to every replica and
+alternates its requests over them (:func:`round_robin`), the way a round-robin balancer
+would, without one in the path.
+
 Run :func:`run_load` in its own process (see :func:`load_in_process`) so that it shares no
 GIL with a server running in the benchmark's process.
 """
@@ -14,6 +18,8 @@ GIL with a server running in the benchmark's process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import multiprocessing
 import time
 import uuid
@@ -29,6 +35,8 @@ class Result:
     seconds: float
     """From the first byte sent to the last byte of the response received."""
     retry_after: str | None
+    target: int = 0
+    """Which of the targets (replicas) answered, by position."""
 
 
 def multipart_request(url: str, path: str, fields: dict[str, bytes | str]) -> bytes:
@@ -74,26 +82,51 @@ async def _exchange(
     return Result(status, time.perf_counter() - t0, headers.get("retry-after"))
 
 
+def round_robin(client: int, k: int, targets: int) -> int:
+    """The target (replica) of client ``client``'s ``k``-th request: each client alternates
+    over the targets, clients starting on successive ones (an nginx-like round robin)."""
+    return (client + k) % targets
+
+
+Target = tuple[str, bytes]
+"""A replica's base URL and the request bytes sent to it."""
+
+
 async def _client(
-    url: str, request: bytes, count: int, start: asyncio.Event, ready: list[int]
+    targets: list[Target],
+    index: int,
+    count: int | None,
+    seconds: float | None,
+    start: asyncio.Event,
+    ready: list[int],
 ) -> list[Result]:
-    parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
-        await _exchange(reader, writer, request)  # warm the connection, off the clock
+        for url, request in targets:
+            parts = urlsplit(url)
+            conns.append(await asyncio.open_connection(parts.hostname, parts.port))
+            await _exchange(*conns[-1], request)  # warm the connection, off the clock
         ready.append(1)
         await start.wait()
-        return [await _exchange(reader, writer, request) for _ in range(count)]
+        deadline = time.perf_counter() + seconds if seconds is not None else math.inf
+        out: list[Result] = []
+        while (count is None or len(out) < count) and time.perf_counter() < deadline:
+            t = round_robin(index, len(out), len(targets))
+            result = await _exchange(*conns[t], targets[t][1])
+            out.append(dataclasses.replace(result, target=t))
+        return out
     finally:
-        writer.close()
+        for _, writer in conns:
+            writer.close()
 
 
 async def _load(
-    url: str, request: bytes, clients: int, per_client: int
+    targets: list[Target], clients: int, count: int | None, seconds: float | None
 ) -> tuple[list[Result], float]:
     start, ready = asyncio.Event(), list[int]()
     tasks = [
-        asyncio.create_task(_client(url, request, per_client, start, ready)) for _ in range(clients)
+        asyncio.create_task(_client(targets, i, count, seconds, start, ready))
+        for i in range(clients)
     ]
     while len(ready) < clients:
         if any(t.done() for t in tasks):  # a client failed to connect: raise its error
@@ -112,13 +145,31 @@ def run_load(url: str, request: bytes, clients: int, per_client: int) -> tuple[l
 
     Returns every result and the wall time from the start signal to the last answer.
     """
-    return asyncio.run(_load(url, request, clients, per_client))
+    return run_targets([(url, request)], clients, per_client)
+
+
+def run_targets(
+    targets: list[Target], clients: int, per_client: int | None = None, seconds: float | None = None
+) -> tuple[list[Result], float]:
+    """``clients`` concurrent clients, each with a keep-alive connection to every target and
+    sending its requests to them in :func:`round_robin` order, back to back, until it has sent
+    ``per_client`` or ``seconds`` have passed (whichever comes first; at least one is given)."""
+    if per_client is None and seconds is None:
+        raise ValueError("give per_client or seconds")
+    return asyncio.run(_load(targets, clients, per_client, seconds))
 
 
 def load_in_process(
     url: str, request: bytes, clients: int, per_client: int
 ) -> tuple[list[Result], float]:
     """:func:`run_load` in a fresh process (no GIL shared with an in-process server)."""
+    return targets_in_process([(url, request)], clients, per_client)
+
+
+def targets_in_process(
+    targets: list[Target], clients: int, per_client: int | None = None, seconds: float | None = None
+) -> tuple[list[Result], float]:
+    """:func:`run_targets` in a fresh process (no GIL shared with an in-process server)."""
     ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(1) as pool:
-        return pool.apply(run_load, (url, request, clients, per_client))
+        return pool.apply(run_targets, (targets, clients, per_client, seconds))
