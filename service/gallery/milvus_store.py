@@ -25,6 +25,10 @@ by any replica is found by the next search on every replica (Milvus waits until 
 nodes have consumed every write before that search's timestamp). ``Session`` gives the same
 within one client (one replica) at lower latency.
 
+Stats are counts on the server (``count(*)`` per camera, the time range by verified hints
+and bisection), never a read of every item: :mod:`service.gallery.milvus_stats`, whose
+summary collection every add registers its cameras and times in before inserting.
+
 Idempotent adds across replicas: the external id is checked before inserting, and after
 inserting the batch's external ids are read back; when two writers raced, every duplicate
 but the lowest id is deleted and reported as already present, so both converge on one item.
@@ -39,6 +43,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,7 @@ from service.errors import ItemNotFound
 from service.gallery.backend import GalleryBackend, GalleryMissing, GalleryStore, check_model
 from service.gallery.factory import MilvusOptions
 from service.gallery.milvus_ids import IdBlocks
+from service.gallery.milvus_stats import Summary, extreme
 from service.gallery.types import AddResult, GalleryStats, Hits, Item, NewItem, SearchFilter
 
 logger = logging.getLogger(__name__)
@@ -68,6 +74,10 @@ LOCAL_FIELD = "local"
 local features lack it."""
 MAX_LOCAL = 65535
 """VARCHAR max_length of the local features: 12,288 floats (e.g. 8 stripes x 1536)."""
+_ALL = "id >= 0 or id < 0"
+"""A filter every item matches (query iterators need one)."""
+STATS_THREADS = 8
+"""Counts of one stats call run at once (each waits on the server, not on this process)."""
 
 
 def collection_name(gallery: str) -> str:
@@ -181,6 +191,8 @@ class MilvusStore(GalleryStore):
             if rows:
                 for slot, row in zip(slots, rows, strict=True) if fresh else ():
                     row["id"] = fresh[slot]
+                times = [r["ts"] for r in rows if r["has_ts"]]
+                self.backend.summary.note(self.name, {r["camera"] for r in rows}, times)
                 ids = self.client.insert(self.collection, rows)["ids"]
                 self._flush_if_lite()
                 for slot, item_id in zip(slots, ids, strict=True):
@@ -320,12 +332,13 @@ class MilvusStore(GalleryStore):
         emb = np.array([got[i] for i in ids], dtype=np.float32).reshape(len(ids), self.dim)
         return np.array(ids, dtype=np.int64), emb
 
-    def _scan(self, fields: list[str]) -> Iterable[dict[str, Any]]:
-        """Every item's ``fields`` (a query iterator: no result-size limit)."""
+    def _scan(self, fields: list[str], where: str = _ALL) -> Iterable[dict[str, Any]]:
+        """Every item's ``fields`` (a query iterator: no result-size limit), or those of the
+        items matching ``where``."""
         it = self.client.query_iterator(
             self.collection,
             batch_size=4096,
-            filter="id >= 0 or id < 0",
+            filter=where or _ALL,
             output_fields=fields,
             consistency_level=self.consistency,
         )
@@ -372,18 +385,26 @@ class MilvusStore(GalleryStore):
         return [_hits(hits, self.dim if with_vectors else None) for hits in res]
 
     def stats(self) -> GalleryStats:
-        cams: dict[str, int] = {}
-        tmin = tmax = None
-        for r in self._scan(["camera", "ts", "has_ts"]):
-            cams[r["camera"]] = cams.get(r["camera"], 0) + 1
-            if r["has_ts"]:
-                ts = float(r["ts"])
-                tmin = ts if tmin is None else min(tmin, ts)
-                tmax = ts if tmax is None else max(tmax, ts)
+        """Counts on the server, never a read of every item (:mod:`milvus_stats`)."""
+        summary = self.backend.summary
+        with ThreadPoolExecutor(STATS_THREADS) as pool:
+            hint_read = pool.submit(summary.hint, self.name, self.consistency)
+            cams = summary.cameras(self.name, self.consistency)
+            hint = hint_read.result()
+            low = pool.submit(extreme, self, hint, True)
+            high = pool.submit(extreme, self, hint, False)
+            stray = pool.submit(self.matching, _outside(cams))
+            counts = self._per_camera(pool, cams)
+            if stray.result():
+                counts.update(self._per_camera(pool, self._unregistered(cams)))
+            tmin, tmax = low.result(), high.result()
+        if tmin is not None and tmax is not None and hint != (tmin, tmax):
+            summary.set_hint(self.name, tmin, tmax)
+        cameras = {c: n for c, n in sorted(counts.items()) if n}
         return GalleryStats(
             self.name,
-            sum(cams.values()),
-            cams,
+            sum(cameras.values()),
+            cameras,
             self.dim,
             self.model_id,
             f"milvus:{self.index}",
@@ -391,17 +412,49 @@ class MilvusStore(GalleryStore):
             tmax,
         )
 
-    def count(self) -> int:
+    def _per_camera(self, pool: ThreadPoolExecutor, cameras: Sequence[str]) -> dict[str, int]:
+        """Camera -> its items, one count each, in parallel."""
+        exprs = [f"camera in {_strings([c])}" for c in cameras]
+        return dict(zip(cameras, pool.map(self.matching, exprs), strict=True))
+
+    def _unregistered(self, registered: Sequence[str]) -> list[str]:
+        """Cameras of items outside the summary's registry (written before it existed, or
+        by an older version): read once by that filter, then registered."""
+        found = sorted({str(r["camera"]) for r in self._scan(["camera"], _outside(registered))})
+        self.backend.summary.register(self.name, found)
+        logger.info("gallery %s: %d cameras registered for stats", self.name, len(found))
+        return found
+
+    def matching(self, expr: str) -> int:
+        """``count(*)`` of the items matching ``expr`` ('' for all), on the server."""
         rows = self.client.query(
             self.collection,
-            filter="",
+            filter=expr,
             output_fields=["count(*)"],
             consistency_level=self.consistency,
         )
         return int(rows[0]["count(*)"])
 
+    def times(self, expr: str, limit: int) -> list[float]:
+        rows = self.client.query(
+            self.collection,
+            filter=expr,
+            output_fields=["ts"],
+            limit=limit,
+            consistency_level=self.consistency,
+        )
+        return [float(r["ts"]) for r in rows]
+
+    def count(self) -> int:
+        return self.matching("")
+
     def close(self) -> None:
         """Nothing per gallery: the backend owns the client."""
+
+
+def _outside(cameras: Sequence[str]) -> str:
+    """Items of none of these cameras ('': every item, when there are none)."""
+    return " and ".join(f"camera not in {_strings(c)}" for c in _chunks(list(cameras)))
 
 
 def _lowest(rows: Iterable[tuple[str, int]], wanted: set[str]) -> dict[str, int]:
@@ -508,6 +561,8 @@ class MilvusBackend(GalleryBackend):
         self._lock = threading.Lock()
         self.ids = IdBlocks(self.client)
         """Item ids of this database's galleries (blocks claimed on first use)."""
+        self.summary = Summary(self.client)
+        """Cameras and time-range hints of this database's galleries, for their stats."""
 
     def names(self) -> list[str]:
         found = (gallery_name(c) for c in self.client.list_collections())
@@ -533,6 +588,7 @@ class MilvusBackend(GalleryBackend):
             where = f"Milvus collection {collection_name(name)}"
             check_model(name, where, (props.get("reid.model_id"), rec_dim), model_id, dim)
             self.client.load_collection(collection_name(name))
+            self.summary.ensure()
             fields = self.client.describe_collection(collection_name(name)).get("fields", [])
         names = {f.get("name") for f in fields}
         index = props.get("reid.index", "?")
@@ -584,6 +640,7 @@ class MilvusBackend(GalleryBackend):
     def drop(self, name: str) -> None:
         with self._lock:
             self.client.drop_collection(collection_name(name))
+            self.summary.drop(name)
 
     def replace(self, source: str, name: str) -> None:
         """Make gallery ``source`` the gallery ``name``: drop ``name``, rename ``source``."""
@@ -591,6 +648,8 @@ class MilvusBackend(GalleryBackend):
             self.client.drop_collection(collection_name(name))
             self.client.rename_collection(collection_name(source), collection_name(name))
             self.client.load_collection(collection_name(name))
+            self.summary.drop(name)
+            self.summary.move(source, name)
 
     def close(self) -> None:
         self.client.close()
