@@ -9,6 +9,10 @@ synthetic clustered embeddings directly through the gallery store, starts uvicor
 - the exact single-query search itself: numpy matvec + argpartition vs FAISS IndexFlatIP.
 
 Run: ``.venv/bin/python -m benchmarks.search [--items 100000] [--requests 200]``.
+
+The storage engines side by side at 100k items (insert rate, filtered search on the local
+engine, Milvus Lite and the Milvus server): :mod:`benchmarks.gallery_engines`; the service
+over HTTP on Milvus with one or two replicas: ``benchmarks.service --backend/--replicas``.
 """
 
 from __future__ import annotations

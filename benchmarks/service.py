@@ -42,7 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.gallery_engines import HNSW_BUILD, HNSW_SEARCH, features, fill, index_ready
+from benchmarks.gallery_engines import (
+    HNSW_BUILD,
+    HNSW_SEARCH,
+    features,
+    fill,
+    index_ready,
+    warm_up_server,
+)
 from benchmarks.loadgen import Target, multipart_request, targets_in_process
 from benchmarks.results import load_note, write_section
 from benchmarks.search import query_jpegs
@@ -532,6 +539,7 @@ class ScaleRun:
             if not self.uri:
                 self.uri = self.stack.enter_context(local_milvus_server(self.tmp / "milvus"))
                 self.server_pids = milvus_pids()
+                warm_up_server(self.uri, self.tmp / "warm-up")
             options = milvus_options(self.uri, self.args.milvus_index)
             backend = open_backend(BackendConfig("milvus", self.tmp / "filler", milvus=options))
             self.fills["milvus"] = fill_backend(backend, self.manifest.model_id, self.feats)
