@@ -222,8 +222,10 @@ class LeasedJobManager(JobManager):
                 break
             try:
                 ran = self._run_next(hint)
-            except Exception:  # the store unreachable: try again at the next poll
-                logger.exception("jobs: could not look for work; again in %s s", self.times.poll_s)
+            except Exception as exc:  # the store unreachable: try again at the next poll
+                logger.warning(
+                    "jobs: no work looked for (%s); again in %s s", exc, self.times.poll_s
+                )
                 ran = False
             wait = 0.0 if ran else self.times.poll_s
 

@@ -4,9 +4,13 @@ Three collections of the galleries' database, read at Strong consistency so ever
 sees the current state of every job:
 
 - ``reid_jobs``: one row per job, keyed by its id, the whole :class:`JobRecord` (less its
-  failures) as JSON plus ``state`` and ``created`` for filtering; rewritten (upsert) on every
-  change;
-- ``reid_job_failures``: one row per failed member, numbered in the order reported;
+  failures) as JSON plus ``state`` and ``created`` for filtering; rewritten (upsert) when its
+  state changes;
+- ``reid_job_progress``: the counters of each run of a job (its lease term: a replica that
+  took the job over starts a new run from zero), rewritten after every batch; a job's counts
+  are those of its latest run. A replica that lost the job and has not noticed yet writes to
+  its own run's row, which nobody reads any more: it cannot add to the new run's counts;
+- ``reid_job_failures``: one row per failed member of a run, numbered in the order reported;
 - ``reid_job_claims``: the external ids a running job is about to store (keyed by job and
   external id, so claiming twice is harmless);
 - ``reid_job_leases``: who runs a job until when (:meth:`MilvusJobStore.take_lease`), taken
@@ -44,12 +48,18 @@ FAILURES = "reid_job_failures"
 CLAIMS = "reid_job_claims"
 LEASES = "reid_job_leases"
 CANCELS = "reid_job_cancels"
+PROGRESS = "reid_job_progress"
+_COUNTS = ("total", "added", "duplicates", "failed", "run_seconds")
+"""The fields of a :class:`JobRecord` kept per run in ``reid_job_progress``."""
 _STRONG = "Strong"
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 """What :meth:`MilvusJobStore.create` makes (anything else names no job: never in a filter)."""
 _TEXT = 8192
 """Longest member name or failure reason kept (longer ones are cut)."""
 _UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
+_MAX_ROWS = 16384
+"""Most rows of :meth:`MilvusJobStore._query` (the lease terms of one job, the runs of the
+jobs of one listing)."""
 
 
 @dataclass(frozen=True)
@@ -131,9 +141,19 @@ class MilvusJobStore:
         )
         _ensure(
             client,
+            PROGRESS,
+            [
+                ("job_id", "VARCHAR", {"max_length": 32}),
+                ("term", "INT64", {}),
+                ("counts", "VARCHAR", {"max_length": 1024}),
+            ],
+        )
+        _ensure(
+            client,
             FAILURES,
             [
                 ("job_id", "VARCHAR", {"max_length": 32}),
+                ("term", "INT64", {}),
                 ("n", "INT64", {}),
                 ("member", "VARCHAR", {"max_length": _TEXT}),
                 ("reason", "VARCHAR", {"max_length": _TEXT}),
@@ -157,6 +177,8 @@ class MilvusJobStore:
             ],
         )
         _ensure(client, CANCELS, [("at", "DOUBLE", {})])
+        self._terms: dict[str, int] = {}
+        """The lease term this process runs each job under (0: no lease taken)."""
 
     def close(self) -> None:
         """Nothing to release: the client belongs to the gallery backend."""
@@ -181,6 +203,17 @@ class MilvusJobStore:
                 return False
             self._save(dataclasses.replace(job, **changes))
             return True
+
+    def _query(self, collection: str, filt: str, fields: list[str]) -> list[dict[str, Any]]:
+        """Rows of a few per job (leases, runs): one query, not an iterator."""
+        rows = self.client.query(
+            collection,
+            filter=filt,
+            output_fields=fields,
+            limit=_MAX_ROWS,
+            consistency_level=_STRONG,
+        )
+        return list(rows)
 
     def _scan(self, collection: str, filt: str, fields: list[str]) -> list[dict[str, Any]]:
         it = self.client.query_iterator(
@@ -231,24 +264,47 @@ class MilvusJobStore:
         return job.id
 
     def start(self, job_id: str, total: int) -> bool:
+        """A new run under this process's lease term: counters from zero, running time
+        carried over from the previous run."""
         with self._lock:
             job = self._load(job_id)
             if job is None or job.state not in _UNFINISHED or self.cancel_requested(job_id):
                 return False
-            self.client.delete(FAILURES, filter=f'job_id == "{job_id}"')
+            term = self._terms.get(job_id, 0)
+            last = self._latest_counts([job_id]).get(job_id, {})
+            self.client.delete(FAILURES, filter=f'job_id == "{job_id}" and term == {term}')
+            counts = {"total": total, "added": 0, "duplicates": 0, "failed": 0}
+            self._save_counts(job_id, term, {**counts, "run_seconds": last.get("run_seconds", 0)})
+            started = job.started if job.started is not None else time.time()
             self._save(
-                dataclasses.replace(
-                    job,
-                    state=JobState.RUNNING,
-                    total=total,
-                    added=0,
-                    duplicates=0,
-                    failed=0,
-                    started=job.started if job.started is not None else time.time(),
-                    error=None,
-                )
+                dataclasses.replace(job, state=JobState.RUNNING, started=started, error=None)
             )
             return True
+
+    def _save_counts(self, job_id: str, term: int, counts: dict[str, Any]) -> None:
+        row = {"key": f"{job_id}:{term}", "job_id": job_id, "term": term, "vec": [0.0, 0.0]}
+        self.client.upsert(PROGRESS, [{**row, "counts": json.dumps(counts)}])
+
+    def _latest_counts(self, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The counters of each job's latest run (jobs never started have none)."""
+        if not job_ids:
+            return {}
+        filt = f"job_id in {json.dumps(list(job_ids))}"
+        rows = self._query(PROGRESS, filt, ["job_id", "term", "counts"])
+        latest: dict[str, tuple[int, dict[str, Any]]] = {}
+        for r in rows:
+            term = int(r["term"])
+            if r["job_id"] not in latest or term > latest[r["job_id"]][0]:
+                latest[r["job_id"]] = (term, {**json.loads(r["counts"]), "term": term})
+        return {job: counts for job, (_, counts) in latest.items()}
+
+    def _with_counts(self, jobs: list[JobRecord]) -> list[JobRecord]:
+        counts = self._latest_counts([j.id for j in jobs])
+        out = []
+        for job in jobs:
+            c = counts.get(job.id)
+            out.append(job if c is None else dataclasses.replace(job, **{k: c[k] for k in _COUNTS}))
+        return out
 
     def cancel_queued(self, job_id: str) -> bool:
         return self._change(
@@ -276,18 +332,29 @@ class MilvusJobStore:
     def progress(
         self, job_id: str, added: int, duplicates: int, failures: Sequence[Failure], seconds: float
     ) -> None:
+        """Add to the counters of this process's run of the job (its lease term)."""
+        if not _JOB_ID.fullmatch(job_id):
+            return
         with self._lock:
-            job = self._load(job_id)
-            if job is None:
-                return
+            term = self._terms.get(job_id, 0)
+            rows = self.client.get(
+                PROGRESS,
+                ids=[f"{job_id}:{term}"],
+                output_fields=["counts"],
+                consistency_level=_STRONG,
+            )
+            if not rows:
+                return  # the run was never started
+            c = json.loads(rows[0]["counts"])
             if failures:
                 self.client.upsert(
                     FAILURES,
                     [
                         {
-                            "key": f"{job_id}:{job.failed + i}",
+                            "key": f"{job_id}:{term}:{c['failed'] + i}",
                             "job_id": job_id,
-                            "n": job.failed + i,
+                            "term": term,
+                            "n": c["failed"] + i,
                             "member": f.member[:_TEXT],
                             "reason": f.reason[:_TEXT],
                             "vec": [0.0, 0.0],
@@ -295,15 +362,11 @@ class MilvusJobStore:
                         for i, f in enumerate(failures)
                     ],
                 )
-            self._save(
-                dataclasses.replace(
-                    job,
-                    added=job.added + added,
-                    duplicates=job.duplicates + duplicates,
-                    failed=job.failed + len(failures),
-                    run_seconds=job.run_seconds + seconds,
-                )
-            )
+            c["added"] += added
+            c["duplicates"] += duplicates
+            c["failed"] += len(failures)
+            c["run_seconds"] += seconds
+            self._save_counts(job_id, term, c)
 
     def set_state(self, job_id: str, state: JobState, error: str | None = None) -> None:
         with self._lock:
@@ -334,22 +397,29 @@ class MilvusJobStore:
 
     def get(self, job_id: str, with_failures: bool = True) -> JobRecord | None:
         job = self._load(job_id)
-        if job is None or not with_failures:
+        if job is None:
+            return None
+        counts = self._latest_counts([job_id]).get(job_id)
+        if counts is None:
             return job
-        rows = self._scan(FAILURES, f'job_id == "{job_id}"', ["n", "member", "reason"])
+        job = dataclasses.replace(job, **{k: counts[k] for k in _COUNTS})
+        if not with_failures:
+            return job
+        filt = f'job_id == "{job_id}" and term == {counts["term"]}'
+        rows = self._scan(FAILURES, filt, ["n", "member", "reason"])
         rows.sort(key=lambda r: int(r["n"]))
         return dataclasses.replace(job, failures=[Failure(r["member"], r["reason"]) for r in rows])
 
     def recent(self, limit: int = 100) -> list[JobRecord]:
         rows = self._scan(JOBS, 'key != ""', ["record", "created"])
         rows.sort(key=lambda r: -float(r["created"]))
-        return [_from_row(r, []) for r in rows[:limit]]
+        return self._with_counts([_from_row(r, []) for r in rows[:limit]])
 
     def unfinished(self) -> list[JobRecord]:
         states = json.dumps([s.value for s in _UNFINISHED])
         rows = self._scan(JOBS, f"state in {states}", ["record", "created"])
         rows.sort(key=lambda r: float(r["created"]))
-        return [_from_row(r, []) for r in rows]
+        return self._with_counts([_from_row(r, []) for r in rows])
 
     # ------------------------------------------------------------------ cancels
     def request_cancel(self, job_id: str) -> None:
@@ -370,7 +440,7 @@ class MilvusJobStore:
     # ------------------------------------------------------------------ leases
     def _lease_rows(self, job_id: str, term: int | None = None) -> list[dict[str, Any]]:
         filt = f'job_id == "{job_id}"' + ("" if term is None else f" and term == {term}")
-        return self._scan(LEASES, filt, ["key", "term", "until"])
+        return self._query(LEASES, filt, ["key", "term", "until"])
 
     def _lease_row(self, job_id: str, term: int, token: str, until: float) -> None:
         row = {"key": token, "job_id": job_id, "term": term, "until": until, "vec": [0.0, 0.0]}
@@ -392,7 +462,10 @@ class MilvusJobStore:
         lease = Lease(job_id, last + 1, secrets.token_hex(16))
         self._lease_row(job_id, lease.term, lease.token, self.clock() + seconds)
         rows = self._lease_rows(job_id, lease.term)
-        return lease if [r["key"] for r in rows] == [lease.token] else None
+        if [r["key"] for r in rows] != [lease.token]:
+            return None
+        self._terms[job_id] = lease.term  # this process's runs of the job count there
+        return lease
 
     def renew_lease(self, lease: Lease, seconds: float) -> bool:
         """Extend the lease by ``seconds`` from now; False (and no longer the holder) once

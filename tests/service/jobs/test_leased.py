@@ -21,7 +21,7 @@ import pytest
 
 from service.gallery import GalleryManager, NewItem
 from service.gallery.blobs import FileBlobStore
-from service.jobs import ArchiveLimits, IndexConfig, JobState
+from service.jobs import ArchiveLimits, Failure, IndexConfig, JobState
 from service.jobs.leased import UPLOADS, LeasedJobManager, LeaseTimes
 from service.jobs.pipeline import external_id
 from service.runtime import Inference, ModelRuntime
@@ -129,3 +129,22 @@ def test_a_dead_replicas_job_is_resumed_with_exact_counts(
         external_id(d) for d in images
     }
     assert survivor.shared.claimed(job.id) == set()  # forgotten once finished
+
+
+def test_a_replica_that_lost_the_job_cannot_change_its_counts(
+    world: Callable[..., LeasedJobManager],
+) -> None:
+    """The old holder's late writes go to its own run (term), which nobody reads any more."""
+    old, new = world("old", start=False), world("new", start=False)
+    job = old.submit("g", io.BytesIO(make_tar(crops(2))), "a.tar")
+    assert old.shared.take_lease(job.id, TIMES.lease_s) is not None
+    assert old.shared.start(job.id, 2)
+    old.shared.progress(job.id, 1, 0, [], 0.5)
+    time.sleep(TIMES.lease_s * 1.1)  # its heartbeat stalled: the lease expired
+    assert new.shared.take_lease(job.id, TIMES.lease_s) is not None
+    assert new.shared.start(job.id, 2)
+    old.shared.progress(job.id, 1, 0, [Failure("late.png", "written after losing the job")], 9)
+    new.shared.progress(job.id, 2, 0, [], 0.25)
+    seen = new.get(job.id)
+    assert (seen.total, seen.added, seen.failed, seen.failures) == (2, 2, 0, [])
+    assert seen.run_seconds == pytest.approx(0.75)  # the old run's time is carried over
