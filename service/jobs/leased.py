@@ -98,6 +98,7 @@ class Heartbeat:
         )
 
     def __enter__(self) -> Heartbeat:
+        self._check_cancel()  # a job cancelled before its run starts is not started
         self._thread.start()
         return self
 
@@ -117,9 +118,12 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._done.wait(self.seconds / BEATS_PER_LEASE):
             self._renew()
-            with contextlib.suppress(Exception):
-                if self.store.cancel_requested(self.lease.job_id):
-                    self.cancel.set()
+            self._check_cancel()
+
+    def _check_cancel(self) -> None:
+        with contextlib.suppress(Exception):  # unreachable: asked again at the next beat
+            if self.store.cancel_requested(self.lease.job_id):
+                self.cancel.set()
 
     def _renew(self) -> None:
         started = time.monotonic()

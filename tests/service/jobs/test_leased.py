@@ -148,3 +148,16 @@ def test_a_replica_that_lost_the_job_cannot_change_its_counts(
     seen = new.get(job.id)
     assert (seen.total, seen.added, seen.failed, seen.failures) == (2, 2, 0, [])
     assert seen.run_seconds == pytest.approx(0.75)  # the old run's time is carried over
+
+
+def test_a_cancel_request_alone_cancels_a_queued_job_before_it_runs(
+    world: Callable[..., LeasedJobManager],
+) -> None:
+    """A replica asked to cancel, then died before marking the job: the next run sees the
+    request and cancels it without indexing anything."""
+    asked = world("asked", start=False)
+    job = asked.submit("g", io.BytesIO(make_tar(crops(4))), "a.tar")
+    asked.shared.request_cancel(job.id)  # ... and no cancel_queued: it died here
+    worker = world("worker")
+    _until(lambda: worker.get(job.id).state == JobState.CANCELLED)
+    assert len(worker.galleries.get("g")) == 0
