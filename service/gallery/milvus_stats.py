@@ -13,17 +13,18 @@ range) are built from counts, with a small **summary collection** per database
   (galleries written before the summary existed, or by an older version) are scanned once,
   by that filter alone, and their cameras registered.
 - **time range**: a *hint* row (lowest, highest capture time) widened by writers before they
-  insert, only ever used as a guess that counts verify: the minimum is ``h`` exactly when no
-  timed item is below ``h`` and one is at ``h`` (two counts). A stale hint (the extreme item
-  deleted, two writers' widenings racing, a crash between the widening and the insert)
-  falls back to :func:`extreme`: bisection of the double-precision number line by counts
-  until a range holds at most :data:`FETCH` timed items, which are read (at most 64
-  halvings, typically log2(items / FETCH) + 1 between the hint's bounds). The exact range
-  found is written back as the new hint.
+  insert, only ever used as a guess that reads verify: the minimum is the lowest of the timed
+  items at or below ``h``, all read at once when there are few (a right hint: one item, one
+  query). A stale hint (the extreme item deleted, two writers' widenings racing, a crash
+  between the widening and the insert) falls back to :func:`extreme`: bisection of the
+  double-precision number line by counts until a range holds at most :data:`FETCH` timed
+  items, which are read (at most 64 halvings, typically log2(items / FETCH) + 1 between
+  the hint's bounds). The exact range found is written back as the new hint.
 
-So the answer is exactly the brute-force one (the same counts a scan would make, at the
-store's consistency level), and the work is a number of server-side counts set by the
-number of cameras, not of items.
+So the answer is exactly the brute-force one (at the store's consistency level), and the
+work is a number of server-side counts and small reads set by the number of cameras, not
+of items. A Strong count waits for the servers' time tick whatever it counts, so the
+counts of one stats call run in parallel (:data:`service.gallery.milvus_store.STATS_THREADS`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ FETCH = 4096
 """Timed items read at once once a bisected range holds no more than this."""
 _MAX_GALLERY = 256
 _MAX_CAMERA = 1024
+_WINDOW = 16384
+"""Milvus's largest query result (offset + limit)."""
 _HINT = "t"
 _CAMERA = "c"
 
@@ -120,31 +123,42 @@ def _extreme_once(
     probe: Probe, hint: tuple[float, float] | None, lowest: bool
 ) -> tuple[float | None, bool]:
     """(extreme, True), or (None, False) when the items counted vanished during the search."""
-    if hint is None:
-        ranges = [(-MAX, MAX)]
-    else:
+    ranges = [(-MAX, MAX)]
+    if hint is not None:
         lo, hi = hint if lowest else (-hint[1], -hint[0])  # mirrored for the highest
-        h = lo
-        beyond = (-MAX, _prev(h))  # items past the guess: the extreme is among them
-        k = probe.matching(timed(*_unmirror(beyond, lowest))) if h > -MAX else 0
-        if k:
-            found = _search(probe, *_unmirror(beyond, lowest), k, lowest)
-            return found, found is not None
-        if probe.matching(timed(*_unmirror((h, h), lowest))):
-            return (h if lowest else -h), True
+        found = _at_or_past(probe, lo, lowest)
+        if found is not None:
+            return found
         # nothing at or past the guess (its item was deleted): look inward, the guessed
         # range first
-        far = max(hi, h)
-        ranges = [(_next(h), far), (_next(far), MAX)]
+        far = max(hi, lo)
+        ranges = [(_next(lo), far), (_next(far), MAX)]
     for r in ranges:
         if r[0] > r[1] or r[0] > MAX:
             continue
         bounds = _unmirror(r, lowest)
         k = probe.matching(timed(*bounds))
         if k:
-            found = _search(probe, *bounds, k, lowest)
-            return found, found is not None
+            found_in = _search(probe, *bounds, k, lowest)
+            return found_in, found_in is not None
     return None, True
+
+
+def _at_or_past(probe: Probe, h: float, lowest: bool) -> tuple[float | None, bool] | None:
+    """The extreme when an item lies at or past the guess ``h`` (on the mirrored line), as
+    :func:`_extreme_once` answers; None when none does. One read when few do (a right guess:
+    its own item), else a count past the best read and, when some are, a search."""
+    near = _unmirror((-MAX, h), lowest)
+    values = probe.times(timed(*near), FETCH)
+    if not values:
+        return None
+    if len(values) < FETCH:
+        return (min(values) if lowest else max(values)), True
+    m = min(values) if lowest else -max(values)  # on the mirrored line
+    past = _unmirror((-MAX, _prev(m)), lowest)
+    k = probe.matching(timed(*past)) if m > -MAX else 0
+    found = _search(probe, *past, k, lowest) if k else (m if lowest else -m)
+    return found, found is not None
 
 
 def _unmirror(r: tuple[float, float], lowest: bool) -> tuple[float, float]:
@@ -245,8 +259,18 @@ class Summary:
         self.note(gallery, cameras, ())
 
     def cameras(self, gallery: str, consistency: str) -> list[str]:
+        """Every camera registered for ``gallery`` (one query; an iterator past Milvus's
+        query window: an iterator costs a Strong read per page and one more at its end)."""
         expr = f'gallery == {json.dumps(gallery)} and kind == "{_CAMERA}"'
-        rows = self._rows(expr, consistency)
+        rows = self.client.query(
+            SUMMARY,
+            filter=expr,
+            output_fields=["camera"],
+            limit=_WINDOW,
+            consistency_level=consistency,
+        )
+        if len(rows) >= _WINDOW:
+            rows = self._rows(expr, consistency)
         return sorted({str(r["camera"]) for r in rows})
 
     def hint(self, gallery: str, consistency: str) -> tuple[float, float] | None:

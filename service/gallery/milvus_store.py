@@ -76,7 +76,7 @@ MAX_LOCAL = 65535
 """VARCHAR max_length of the local features: 12,288 floats (e.g. 8 stripes x 1536)."""
 _ALL = "id >= 0 or id < 0"
 """A filter every item matches (query iterators need one)."""
-STATS_THREADS = 8
+STATS_THREADS = 32
 """Counts of one stats call run at once (each waits on the server, not on this process)."""
 
 

@@ -166,3 +166,33 @@ def test_filters_and_the_model_guard_on_the_server(milvus_uri: str, tmp_path: Pa
             other.get("guard")
     finally:
         other.close()
+
+
+def test_stats_through_either_replica_equal_a_brute_force_pass(
+    milvus_uri: str, tmp_path: Path
+) -> None:
+    """Stats on the server come from counts (tests/service/gallery/test_stats.py): through
+    either replica they equal a pass over every item, after both wrote (each one's hint
+    cache stale for the other's writes), after extremes and a whole camera were deleted,
+    with odd camera names and far times in the filter expressions."""
+    from tests.service.gallery.test_stats import brute_force, summary
+
+    one = _replica(milvus_uri, tmp_path, gallery="stats")
+    two = _replica(milvus_uri, tmp_path)
+    try:
+        a = one.get_or_create("stats")
+        first = [r.id for r in a.add(_items(12), _unit(20, 12))]
+        b = two.get("stats")
+        odd = [NewItem('gate "B"\\2', -1e20, "o0"), NewItem("c1", 1e20, "o1")]
+        odd += [NewItem("c9", float("nan"), "o2")]
+        second = [r.id for r in b.add(odd, _unit(21, 3))]
+        got = summary(a.stats())
+        assert got == brute_force(a) == summary(b.stats()) and got[2:] == (-1e20, 1e20)
+        for item_id in second[:2] + first[::3]:  # the extremes and every item of c0
+            b.delete(item_id)
+        got = summary(a.stats())
+        assert got == brute_force(b) == summary(b.stats())
+        assert "c0" not in got[1] and got[2:] == (1001.0, 1011.0)
+    finally:
+        one.close()
+        two.close()
