@@ -34,7 +34,7 @@ import json
 import struct
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 SUMMARY = "reid_gallery_stats"
@@ -167,6 +167,24 @@ def _unmirror(r: tuple[float, float], lowest: bool) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- summary rows
+def query_all(
+    client: Any, collection: str, expr: str, fields: list[str], consistency: str
+) -> Iterator[dict[str, Any]]:
+    """Every row matching ``expr`` (a query iterator: no result-size limit)."""
+    it = client.query_iterator(
+        collection,
+        batch_size=4096,
+        filter=expr,
+        output_fields=fields,
+        consistency_level=consistency,
+    )
+    try:
+        while batch := it.next():
+            yield from batch
+    finally:
+        it.close()
+
+
 def _key(gallery: str, kind: str, camera: str = "") -> str:
     """The row's primary key: a digest, since pymilvus's query iterator writes the last key
     it read into its next filter unescaped (a camera name with a quote would break it)."""
@@ -290,20 +308,8 @@ class Summary:
             self._hints[gallery] = (lo, hi)
 
     def _rows(self, expr: str, consistency: str) -> list[dict[str, Any]]:
-        it = self.client.query_iterator(
-            SUMMARY,
-            batch_size=4096,
-            filter=expr,
-            output_fields=["key", "gallery", "kind", "camera", "lo", "hi"],
-            consistency_level=consistency,
-        )
-        out: list[dict[str, Any]] = []
-        try:
-            while batch := it.next():
-                out += batch
-        finally:
-            it.close()
-        return out
+        fields = ["key", "gallery", "kind", "camera", "lo", "hi"]
+        return list(query_all(self.client, SUMMARY, expr, fields, consistency))
 
     def drop(self, gallery: str) -> None:
         """Forget gallery ``gallery``'s rows (it was dropped)."""

@@ -53,7 +53,7 @@ from service.errors import ItemNotFound
 from service.gallery.backend import GalleryBackend, GalleryMissing, GalleryStore, check_model
 from service.gallery.factory import MilvusOptions
 from service.gallery.milvus_ids import IdBlocks
-from service.gallery.milvus_stats import Summary, extreme
+from service.gallery.milvus_stats import Summary, extreme, query_all
 from service.gallery.types import AddResult, GalleryStats, Hits, Item, NewItem, SearchFilter
 
 logger = logging.getLogger(__name__)
@@ -335,18 +335,7 @@ class MilvusStore(GalleryStore):
     def _scan(self, fields: list[str], where: str = _ALL) -> Iterable[dict[str, Any]]:
         """Every item's ``fields`` (a query iterator: no result-size limit), or those of the
         items matching ``where``."""
-        it = self.client.query_iterator(
-            self.collection,
-            batch_size=4096,
-            filter=where or _ALL,
-            output_fields=fields,
-            consistency_level=self.consistency,
-        )
-        try:
-            while batch := it.next():
-                yield from batch
-        finally:
-            it.close()
+        return query_all(self.client, self.collection, where or _ALL, fields, self.consistency)
 
     def item_ids(self) -> np.ndarray:
         return np.sort(np.array([int(r["id"]) for r in self._scan(["id"])], dtype=np.int64))
