@@ -59,7 +59,7 @@ _TEXT = 8192
 _UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 _MAX_ROWS = 16384
 """Most rows of :meth:`MilvusJobStore._query` (the lease terms of one job, the runs of the
-jobs of one listing)."""
+jobs of one listing, the unfinished jobs)."""
 
 
 @dataclass(frozen=True)
@@ -417,7 +417,7 @@ class MilvusJobStore:
 
     def unfinished(self) -> list[JobRecord]:
         states = json.dumps([s.value for s in _UNFINISHED])
-        rows = self._scan(JOBS, f"state in {states}", ["record", "created"])
+        rows = self._query(JOBS, f"state in {states}", ["record", "created"])  # every poll
         rows.sort(key=lambda r: float(r["created"]))
         return self._with_counts([_from_row(r, []) for r in rows])
 
