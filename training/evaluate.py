@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from reidcore.attribute_protocol import apr_attribute_accuracy
 from reidcore.attributes import AttributeSchema
@@ -74,15 +75,26 @@ class Extracted:
     """float32 ``[N, H, c]`` stripe features as the local branch gives them; None without."""
 
 
+def weights_memory_format(model: nn.Module) -> torch.memory_format:
+    """``channels_last`` when ``model``'s first spatial convolution is stored that way (a run
+    with ``channels_last: true``): its inputs then go in the same order, else contiguous."""
+    for w in model.parameters():
+        if w.dim() == 4 and w.shape[2] * w.shape[3] > 1:
+            nhwc = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+            return torch.channels_last if nhwc else torch.contiguous_format
+    return torch.contiguous_format
+
+
 @torch.no_grad()
 def extract(model: ReidModel, batches: Iterable[ReidBatch], device: torch.device) -> Extracted:
     """Run ``model`` in eval mode over ``batches`` (its training mode is restored after)."""
     was_training = model.training
     model.eval()
+    fmt = weights_memory_format(model)
     feats, attrs, yes, local, pids, cams = [], [], [], [], [], []
     try:
         for batch in batches:
-            out = model(batch.images.to(device, non_blocking=True))
+            out = model(batch.images.to(device, non_blocking=True).contiguous(memory_format=fmt))
             feats.append(F.normalize(out.embedding.float(), dim=1).cpu())  # [B, D]
             if out.attr_probs:
                 attrs.append(torch.stack([p.argmax(dim=1) for p in out.attr_probs], 1).cpu())

@@ -21,7 +21,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,9 @@ def build_members(cfg: TrainConfig, data: PreparedData, info: DistInfo) -> list[
         model_cfg = cfg.peer_model if i and cfg.peer_model is not None else cfg.model
         try:
             core = build_model(model_cfg, num_classes, data.schema).to(info.device)
+            if cfg.channels_last:
+                # Module.to accepts memory_format at run time; its type stubs do not declare it
+                core.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         except ValueError as exc:  # pretrained file that does not fit, named in the message
             raise ConfigError(f"model (pretrained={cfg.model.pretrained!r}): {exc}") from None
         module: nn.Module = core
@@ -120,7 +123,9 @@ def build_members(cfg: TrainConfig, data: PreparedData, info: DistInfo) -> list[
             ids = [info.device.index] if info.device.type == "cuda" else None
             module = DistributedDataParallel(core, device_ids=ids)
         optimizer = build_optimizer(core, cfg.optim)
-        members.append(Member(core, module, optimizer, build_scheduler(optimizer, cfg.optim)))
+        members.append(
+            Member(core, module, optimizer, build_scheduler(optimizer, cfg.optim, cfg.epochs))
+        )
     return members
 
 
@@ -138,6 +143,7 @@ class Trainer:
         self.info = info if info is not None else init_distributed(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        torch.set_flush_denormal(cfg.flush_denormal)  # a no-op where the CPU cannot
         seed_everything(cfg.seed)
         self.out = Path(cfg.output_dir)
         self.data = prepare_data(cfg.data)
@@ -247,6 +253,10 @@ class Trainer:
     def train_step(self, batch: Any) -> dict[str, float]:
         """Forward, loss, backward and optimiser step(s) on one batch; the loss terms."""
         batch = batch.to(self.info.device, non_blocking=True)
+        if self.cfg.channels_last:
+            batch = replace(
+                batch, images=batch.images.contiguous(memory_format=torch.channels_last)
+            )
         with torch.autocast(self.info.device.type, dtype=torch.float16, enabled=self.amp):
             outs = [m.module(batch.images) for m in self.members]
         total, terms = pair_loss(outs, batch, self.cfg.loss)

@@ -123,7 +123,12 @@ def test_peer_model_needs_mutual_learning() -> None:
 def test_overrides_reach_the_tree() -> None:
     cfg = load_train_config(
         CONFIGS / "osnet_cuhk03_cpu.yaml",
-        ["model.pretrained=/elsewhere/w.pth", "optim.milestones=[3, 6]", "epochs=0"],
+        [
+            "model.pretrained=/elsewhere/w.pth",
+            "optim.schedule=step",
+            "optim.milestones=[3, 6]",
+            "epochs=0",
+        ],
     )
     assert cfg.model.pretrained == "/elsewhere/w.pth"
     assert cfg.optim.milestones == [3, 6] and cfg.epochs == 0
