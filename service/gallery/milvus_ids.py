@@ -37,6 +37,8 @@ import threading
 import time
 from typing import Any
 
+from service.gallery.milvus_tables import ensure_keyed_collection
+
 logger = logging.getLogger(__name__)
 
 CLAIMS = "reid_id_blocks"
@@ -135,22 +137,10 @@ class IdBlocks:
     def _ensure_collection(self) -> None:
         if self._ready:
             return
-        from pymilvus import DataType, MilvusClient, MilvusException
-
-        if not self.client.has_collection(CLAIMS):
-            # Milvus requires a vector field in every collection: a 2-d one, never searched.
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("token", DataType.VARCHAR, max_length=64, is_primary=True)
-            schema.add_field("block", DataType.INT64)
-            schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)
-            index = self.client.prepare_index_params()
-            index.add_index("vec", index_type="FLAT", metric_type="L2")
-            try:
-                self.client.create_collection(
-                    CLAIMS, schema=schema, index_params=index, consistency_level="Strong"
-                )
-            except MilvusException:
-                if not self.client.has_collection(CLAIMS):
-                    raise  # not another writer creating it at the same time
-        self.client.load_collection(CLAIMS)
+        ensure_keyed_collection(
+            self.client,
+            CLAIMS,
+            ("token", "VARCHAR", {"max_length": 64}),
+            [("block", "INT64", {})],
+        )
         self._ready = True

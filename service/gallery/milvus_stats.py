@@ -37,6 +37,8 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+from service.gallery.milvus_tables import ensure_keyed_collection
+
 SUMMARY = "reid_gallery_stats"
 """The summary collection of a database (not a gallery: no ``reid_g_`` prefix)."""
 MAX = sys.float_info.max
@@ -208,31 +210,19 @@ class Summary:
         """Create (once per database) and load the collection."""
         if self._ready:
             return
-        from pymilvus import CollectionSchema, DataType, FieldSchema, MilvusException
-
-        if not self.client.has_collection(SUMMARY):
-            # Milvus requires a vector field in every collection: a 2-d one, never searched.
-            text = DataType.VARCHAR
-            fields = [
-                FieldSchema("key", text, max_length=64, is_primary=True, auto_id=False),
-                FieldSchema("gallery", text, max_length=_MAX_GALLERY),
-                FieldSchema("kind", text, max_length=8),
-                FieldSchema("camera", text, max_length=_MAX_CAMERA),
-                FieldSchema("lo", DataType.DOUBLE),
-                FieldSchema("hi", DataType.DOUBLE),
-                FieldSchema("vec", DataType.FLOAT_VECTOR, dim=2),
-            ]
-            schema = CollectionSchema(fields, enable_dynamic_field=False)
-            index = self.client.prepare_index_params()
-            index.add_index("vec", index_type="FLAT", metric_type="L2")
-            try:
-                self.client.create_collection(
-                    SUMMARY, schema=schema, index_params=index, consistency_level="Strong"
-                )
-            except MilvusException:
-                if not self.client.has_collection(SUMMARY):
-                    raise  # not another writer creating it at the same time
-        self.client.load_collection(SUMMARY)
+        text = "VARCHAR"
+        ensure_keyed_collection(
+            self.client,
+            SUMMARY,
+            ("key", text, {"max_length": 64}),
+            [
+                ("gallery", text, {"max_length": _MAX_GALLERY}),
+                ("kind", text, {"max_length": 8}),
+                ("camera", text, {"max_length": _MAX_CAMERA}),
+                ("lo", "DOUBLE", {}),
+                ("hi", "DOUBLE", {}),
+            ],
+        )
         self._ready = True
 
     @staticmethod

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from service.gallery.milvus_tables import Field, ensure_keyed_collection
 from service.jobs.store import Failure, JobRecord, JobState
 
 JOBS = "reid_jobs"
@@ -81,26 +82,9 @@ def _holder(rows: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
     return max(terms, default=0), (won[-1] if won else None)
 
 
-def _ensure(client: Any, name: str, fields: Iterable[tuple[str, Any, dict[str, Any]]]) -> None:
-    """Create collection ``name`` (a VARCHAR key, ``fields``, an unused 2-d vector) once."""
-    from pymilvus import DataType, MilvusClient, MilvusException
-
-    if not client.has_collection(name):
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("key", DataType.VARCHAR, max_length=640, is_primary=True)
-        for field, kind, kwargs in fields:
-            schema.add_field(field, getattr(DataType, kind), **kwargs)
-        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires a vector
-        index = client.prepare_index_params()
-        index.add_index("vec", index_type="FLAT", metric_type="L2")
-        try:
-            client.create_collection(
-                name, schema=schema, index_params=index, consistency_level=_STRONG
-            )
-        except MilvusException:
-            if not client.has_collection(name):
-                raise  # not another replica creating it at the same time
-    client.load_collection(name)
+def _ensure(client: Any, name: str, fields: Iterable[Field]) -> None:
+    """Create collection ``name`` (a VARCHAR key and ``fields``) once and load it."""
+    ensure_keyed_collection(client, name, ("key", "VARCHAR", {"max_length": 640}), fields)
 
 
 def _to_row(job: JobRecord) -> dict[str, Any]:
