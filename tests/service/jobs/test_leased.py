@@ -33,7 +33,9 @@ pytest.importorskip("pymilvus", reason="the milvus extra (pymilvus, milvus-lite)
 
 from service.jobs.milvus_jobs import MilvusJobStore  # noqa: E402
 
-TIMES = LeaseTimes(lease_s=1.0, poll_s=0.05)
+# Leases long enough that a loaded 2-core CI machine still renews them in time (a heartbeat
+# four times per lease); the tests that need one to expire wait that long.
+TIMES = LeaseTimes(lease_s=3.0, poll_s=0.05)
 
 
 class GatedModel:
