@@ -274,13 +274,13 @@ class TrainConfig:
     channels_last: bool = False
     """Keep the model's weights and each batch in channels-last (NHWC) memory order: float32
     still, through other kernels, so results differ from the default order by rounding only.
-    On this project's 2-core x86 CPU it makes an OSNet x0.25 training
-    step 1.6x faster (``python -m benchmarks.train_step``)."""
+    An OSNet x0.25 training step on CUHK03 crops: 1.75 s -> 1.26 s on this project's 2-core
+    x86 CPU, 0.87 s with ``flush_denormal`` too (``python -m benchmarks.train_step``)."""
     flush_denormal: bool = True
     """Treat float32 values below 1.2e-38 as zero on the CPU (``torch.set_flush_denormal``).
-    Fine-tuned pretrained weights produce such values, and computing with them is slow: a
-    CUHK03 OSNet x0.25 step takes 1.4 s with them, 1.06 s without on this project's 2-core
-    x86 CPU (``python -m benchmarks.train_step``)."""
+    Fine-tuning pretrained weights produces such values, and computing with them is slow:
+    flushing them makes the step above 1.38x faster in either memory order
+    (``python -m benchmarks.train_step``)."""
     seed: int = 0
     """Seed of model initialisation, sampling, augmentation and dropout."""
     output_dir: str = "runs/train"

@@ -32,6 +32,7 @@ def test_curve_counts_training_minutes_up_to_each_evaluation(tmp_path: Path) -> 
     rows = curve(_run(tmp_path))
     assert [r["epoch"] for r in rows] == [0, 2, 3]
     assert [r["train_min"] for r in rows] == pytest.approx([0.0, 5.0, 7.0])  # 300 s, 420 s
+    assert [r["fast_min"] for r in rows] == pytest.approx([0.0, 4.0, 6.0])  # 120 s an epoch
     assert rows[1]["mAP"] == pytest.approx(0.4) and rows[2]["rerank_mAP"] == pytest.approx(0.65)
     assert wall_minutes(tmp_path) == pytest.approx(7.5)
 
@@ -39,5 +40,5 @@ def test_curve_counts_training_minutes_up_to_each_evaluation(tmp_path: Path) -> 
 def test_markdown_table_has_one_line_per_evaluation(tmp_path: Path) -> None:
     text = markdown(_run(tmp_path), "note.")
     assert "3 epochs × 100 batches of 16×4 = 300 steps" in text
-    assert "| 2 | 5.0 | 50 | 50.0 | 40.0 | 60.0 | 55.0 |" in text
+    assert "| 2 | 5.0 | 4.0 | 50 | 50.0 | 40.0 | 60.0 | 55.0 |" in text
     assert text.count("\n| ") == 4  # header + three evaluated epochs
