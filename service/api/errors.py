@@ -33,6 +33,7 @@ from service.errors import (
     UnsupportedImageFormat,
 )
 from service.gallery.attribute_search import UnknownAttribute
+from service.gallery.outage import storage_unavailable
 from service.jobs.sources import ArchiveError
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (415, "Image is not JPEG, PNG or WebP"),
         (422, "Missing or malformed request fields"),
         (429, "Overloaded: retry after the Retry-After header's seconds"),
+        (503, "Gallery storage (Milvus) unreachable: retry after the Retry-After header's seconds"),
     ]
 }
 
@@ -157,9 +159,40 @@ def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
     return sorted(methods)
 
 
+def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("%s %s: gallery storage unavailable: %s", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "storage_unavailable",
+        "the gallery storage cannot be reached right now; retry after Retry-After seconds",
+        headers={"Retry-After": str(request.app.state.settings.retry_after_s)},
+    )
+
+
+async def _storage(request: Request, exc: Exception) -> JSONResponse:
+    """An error of the Milvus client: 503 when it cannot reach its server, else a 500."""
+    if storage_unavailable(exc):
+        return _unavailable(request, exc)
+    logger.exception("%s %s: gallery storage error", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal error; see the service log")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if storage_unavailable(exc):  # a Milvus client error wrapped in another exception
+        return _unavailable(request, exc)
     logger.exception("%s %s: unexpected error", request.method, request.url.path)
     return error_response(500, "internal_error", "internal error; see the service log")
+
+
+def _storage_client_errors(app: FastAPI) -> list[type[Exception]]:
+    """The Milvus client's exception classes, where the app uses Milvus (their own handler
+    answers without the re-raise that Starlette does after a catch-all handler)."""
+    if app.state.settings.gallery_backend != "milvus":
+        return []
+    import grpc
+    from pymilvus import MilvusException
+
+    return [MilvusException, grpc.RpcError]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -168,4 +201,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ImageDecodeError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    for cls in _storage_client_errors(app):
+        app.add_exception_handler(cls, _storage)
     app.add_exception_handler(Exception, _unexpected)
