@@ -18,11 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from benchmarks.results import load_note, write_section
 from training.config import load_train_config
-from training.trainer import Trainer
+from training.trainer import Trainer, denormals_flushed
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "training" / "configs" / "osnet_cuhk03_cpu.yaml"
@@ -48,11 +46,12 @@ def seconds_per_step(channels_last: bool, flush: bool, steps: int, threads: int)
         trainer = Trainer(cfg)
         batch = next(iter(trainer.loader.epoch_batches(0, 0)))
         trainer.members[0].module.train()
-        trainer.train_step(batch)  # warm-up: allocations, kernel choice
-        start = time.perf_counter()
-        for _ in range(steps):
-            trainer.train_step(batch)
-        return (time.perf_counter() - start) / steps
+        with denormals_flushed(flush):  # as Trainer.run does
+            trainer.train_step(batch)  # warm-up: allocations, kernel choice
+            start = time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step(batch)
+            return (time.perf_counter() - start) / steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for channels_last, flush in OPTIONS:
         s = seconds_per_step(channels_last, flush, args.steps, args.threads)
-        torch.set_flush_denormal(False)  # the next trainer sets its own
         rows.append((channels_last, flush, s))
         print(f"channels_last={channels_last} flush_denormal={flush}: {s:.3f} s/step", flush=True)
     base = rows[0][2]

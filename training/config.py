@@ -277,7 +277,8 @@ class TrainConfig:
     An OSNet x0.25 training step on CUHK03 crops: 1.75 s -> 1.26 s on this project's 2-core
     x86 CPU, 0.87 s with ``flush_denormal`` too (``python -m benchmarks.train_step``)."""
     flush_denormal: bool = True
-    """Treat float32 values below 1.2e-38 as zero on the CPU (``torch.set_flush_denormal``).
+    """Treat float32 values below 1.2e-38 as zero on the CPU while the run trains
+    (``torch.set_flush_denormal``; the process's earlier state is restored after).
     Fine-tuning pretrained weights produces such values, and computing with them is slow:
     flushing them makes the step above 1.38x faster in either memory order
     (``python -m benchmarks.train_step``)."""

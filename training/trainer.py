@@ -15,12 +15,14 @@ weights, optimiser/scheduler/scaler states are restored, and every random stream
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def flushing_denormals() -> bool:
+    """Whether this process's CPU currently treats float32 denormals as zero."""
+    return bool((torch.tensor([1e-39], dtype=torch.float32) * 1.0).item() == 0.0)
+
+
+@contextlib.contextmanager
+def denormals_flushed(on: bool) -> Iterator[None]:
+    """``torch.set_flush_denormal(on)`` for the block, the process's earlier state after it
+    (it is global: other code in the process, e.g. hypothesis, relies on denormals)."""
+    before = flushing_denormals()
+    torch.set_flush_denormal(on)  # a no-op where the CPU cannot
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A seed for epoch ``epoch`` of a run seeded with ``seed``."""
     return int(np.random.default_rng([seed, epoch, 11]).integers(2**62))
@@ -143,7 +162,6 @@ class Trainer:
         self.info = info if info is not None else init_distributed(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        torch.set_flush_denormal(cfg.flush_denormal)  # a no-op where the CPU cannot
         seed_everything(cfg.seed)
         self.out = Path(cfg.output_dir)
         self.data = prepare_data(cfg.data)
@@ -167,6 +185,10 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train (or only evaluate, with ``epochs == 0``) and return the result."""
+        with denormals_flushed(self.cfg.flush_denormal):
+            return self._run()
+
+    def _run(self) -> TrainResult:
         if self.info.is_main:
             self._write_side_files()
         if self.cfg.resume:

@@ -94,9 +94,12 @@ class Replica:
         return dict(r.json())
 
     def job_when_readable(self, job_id: str) -> dict[str, Any]:
-        """The job, or ``{"state": "unknown"}`` while Milvus does not answer (a 500)."""
+        """The job, or ``{"state": "unknown"}`` while Milvus does not answer: a 503 with
+        Retry-After, or a 500 for a Milvus error not recognised as an outage (a server that
+        answers while it reloads its collections)."""
         r = self.http.get(f"/v1/jobs/{job_id}")
-        assert r.status_code in (200, 500), r.text
+        assert r.status_code in (200, 500, 503), r.text
+        assert r.status_code != 503 or "Retry-After" in r.headers
         return dict(r.json()) if r.status_code == 200 else {"state": "unknown"}
 
     def kill(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 from training.config import OptimConfig, load_train_config
 from training.evaluate import extract, weights_memory_format
 from training.optim import lr_factor
-from training.trainer import Trainer
+from training.trainer import Trainer, denormals_flushed, flushing_denormals
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "training" / "configs" / "synthetic_tiny.yaml"
@@ -49,12 +48,6 @@ def test_shipped_cuhk03_recipe_ends_at_its_floor() -> None:
     assert cfg.optim.schedule == "cosine" and cfg.channels_last
     last = cfg.optim.lr * lr_factor(cfg.epochs - 1, cfg.optim, cfg.epochs)
     assert last == pytest.approx(cfg.optim.lr * cfg.optim.cosine_floor)
-
-
-@pytest.fixture
-def restore_denormals() -> Iterator[None]:
-    yield
-    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="module")
@@ -125,17 +118,30 @@ def test_channels_last_trains_and_extracts_like_the_default_order(
     assert err < 0.03, err
 
 
-def test_flush_denormal_follows_the_config(
-    synth_root: Path, tmp_path: Path, restore_denormals: None
-) -> None:
-    _trainer(synth_root, tmp_path / "off", "flush_denormal=false")
-    tiny = torch.tensor([1e-39], dtype=torch.float32)  # a float32 denormal, made while kept
-    assert (tiny * 1.0).item() != 0.0
-    if not torch.set_flush_denormal(True):
-        pytest.skip("this CPU cannot flush denormals (no SSE3 DAZ/FTZ)")
-    torch.set_flush_denormal(False)
-    _trainer(synth_root, tmp_path / "on", "flush_denormal=true")
-    assert (tiny * 1.0).item() == 0.0
+def test_denormals_are_flushed_only_while_a_run_trains() -> None:
+    before = flushing_denormals()
+    with denormals_flushed(True):
+        tiny = torch.tensor([1e-39], dtype=torch.float32)  # a float32 denormal
+        if not flushing_denormals():
+            pytest.skip("this CPU cannot flush denormals (no SSE3 DAZ/FTZ)")
+        assert (tiny * 1.0).item() == 0.0
+        with denormals_flushed(False):
+            assert (torch.tensor([1e-39]) * 1.0).item() != 0.0
+        assert flushing_denormals()
+    assert flushing_denormals() == before  # hypothesis and friends need the state back
+
+
+def test_a_training_run_restores_the_denormal_state(synth_root: Path, tmp_path: Path) -> None:
+    before = flushing_denormals()
+    seen: list[bool] = []
+    t = _trainer(synth_root, tmp_path, "epochs=1", "max_steps_per_epoch=1", "flush_denormal=true")
+    step = t.train_step
+    t.train_step = lambda batch: (seen.append(flushing_denormals()), step(batch))[1]  # type: ignore[method-assign]
+    t.run()
+    supported = torch.set_flush_denormal(True)  # True where the CPU can flush
+    torch.set_flush_denormal(before)
+    assert seen and all(seen) == supported  # every step ran flushed
+    assert flushing_denormals() == before
 
 
 def test_cosine_needs_the_run_length_from_the_trainer(synth_root: Path, tmp_path: Path) -> None:
